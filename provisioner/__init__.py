@@ -1,0 +1,3 @@
+"""cdp: cloud distribution points on Azure, as code."""
+
+__version__ = "0.1.0"

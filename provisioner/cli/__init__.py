@@ -1,0 +1,1 @@
+"""The command line: parses options, prints results, picks exit codes. The library does the work."""
