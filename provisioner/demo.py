@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from provisioner import templates
+from provisioner import deploy
 from provisioner.localcloud import LocalCloud
 from provisioner.site import Site
 
@@ -21,7 +21,7 @@ def run(progress: Callable[[str], None] = lambda message: None) -> dict:
     progress(f"  blob endpoint {status['blob_endpoint']}")
     out_dir = site.home / "demo" / DEMO_NAME
     progress(f"rendering distribution point {DEMO_NAME!r} into {out_dir} ...")
-    rendered = templates.render(DEMO_NAME, site)
+    rendered = deploy.render_for(site, DEMO_NAME)
     rendered.write(out_dir)
     return {
         "local_cloud": {"running": status["running"], "blob_endpoint": status["blob_endpoint"]},
@@ -39,7 +39,8 @@ def _plan(rendered) -> list[dict]:
     plan = []
     for name in ("resource-group.json", "distribution-point.json"):
         for resource in rendered.files[name]["resources"]:
-            plan.append({"template": name, "type": resource["type"], "name": resource["name"]})
+            plan.append({"template": name, "type": resource["type"],
+                         "name": deploy.resource_name(resource, rendered)})
     return plan
 
 

@@ -83,7 +83,7 @@ def plan(site: Site, conn: arm.Connection, record: DistributionPointRecord | Non
                                "name": names.resource_group})
         for resource in rendered.template(templates.DISTRIBUTION_POINT)["resources"]:
             result.changes.append({"action": "create", "type": resource["type"],
-                                   "name": _resource_name(resource, rendered)})
+                                   "name": resource_name(resource, rendered)})
         return result
     _check_ours(site, group, names.resource_group)
     if record is None or record.state != SUCCEEDED or not _deployment_succeeded(conn, name, names):
@@ -285,7 +285,10 @@ def _deployment_succeeded(conn: arm.Connection, name: str, names) -> bool:
     return (found.properties.provisioning_state or "") == SUCCEEDED
 
 
-def _resource_name(resource: dict, rendered: templates.Rendered) -> str:
+def resource_name(resource: dict, rendered: templates.Rendered) -> str:
+    """The concrete name of a rendered template resource (its name is a parameter)."""
+    if resource["type"] == "Microsoft.Resources/resourceGroups":
+        return rendered.names.resource_group
     params = rendered.parameters(templates.DISTRIBUTION_POINT)
     by_type = {"Microsoft.Storage/storageAccounts": "storageAccountName",
                "Microsoft.Web/serverfarms": "planName", "Microsoft.Web/sites": "siteName"}
