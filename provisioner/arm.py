@@ -15,7 +15,7 @@ from functools import cached_property
 
 from azure.core.credentials import AccessToken
 from azure.core.exceptions import ClientAuthenticationError
-from azure.mgmt.resource import ResourceManagementClient
+from azure.mgmt.resource.resources import ResourceManagementClient
 from azure.mgmt.resource.deployments import DeploymentsMgmtClient
 from azure.mgmt.storage import StorageManagementClient
 

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from provisioner.errors import ConfigError
+from provisioner.errors import ConfigError, UsageError
+from provisioner.names import check_name
 
 TARGETS = ("local", "azure")
 GB = 1000**3
@@ -26,6 +27,28 @@ class Alerts:
 
 
 @dataclass(frozen=True)
+class BoundaryGroup:
+    """Clients (glob patterns of client ids) and the distribution points that serve them,
+    in priority order (``[boundary_groups.NAME]``)."""
+
+    name: str
+    clients: tuple[str, ...]
+    distribution_points: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """``[clients]``: the seed's client setting "Allow access to cloud distribution points".
+
+    Configuration Manager defaults it to No because its clients have on-premises distribution
+    points to fall back on; every distribution point of this toolkit is a cloud one, so No
+    would leave clients without any source. The default here is True; False is honoured:
+    no access bundle is issued."""
+
+    allow_cloud_distribution_points: bool = True
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path | None = None
     target: str = "local"
@@ -35,6 +58,8 @@ class Config:
     instances: int = 2
     groups: dict[str, tuple[str, ...]] = field(default_factory=dict)
     alerts: Alerts = field(default_factory=Alerts)
+    boundary_groups: dict[str, BoundaryGroup] = field(default_factory=dict)
+    clients: ClientSettings = field(default_factory=ClientSettings)
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
@@ -62,7 +87,7 @@ _ALERTS = {
     "egress_hard_cap_gb": ((int, float), _positive, "a number greater than 0"),
 }
 # Sections that later parts of the toolkit read; their own modules validate their content.
-_OPEN_SECTIONS = {"boundary_groups", "clients", "frontend"}
+_OPEN_SECTIONS = {"frontend"}
 
 
 def _check(path: Path, key: str, value: Any, spec) -> Any:
@@ -82,6 +107,10 @@ def parse(data: dict[str, Any], path: Path) -> Config:
             values["groups"] = _parse_groups(path, value)
         elif key == "alerts":
             values["alerts"] = _parse_alerts(path, value)
+        elif key == "boundary_groups":
+            values["boundary_groups"] = _parse_boundary_groups(path, value)
+        elif key == "clients":
+            values["clients"] = _parse_clients(path, value)
         elif key in _OPEN_SECTIONS:
             if not isinstance(value, dict):
                 raise ConfigError(path, key, "must be a table")
@@ -123,6 +152,56 @@ def _parse_alerts(path: Path, value: Any) -> Alerts:
     if alerts.warning_percent >= alerts.critical_percent:
         raise ConfigError(path, "alerts.warning_percent", "must be below alerts.critical_percent")
     return alerts
+
+
+def _string_list(path: Path, key: str, value: Any, what: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value or not all(
+        isinstance(item, str) and item.strip() for item in value
+    ):
+        raise ConfigError(path, key, f"must be a non-empty list of {what}")
+    if len(set(value)) != len(value):
+        raise ConfigError(path, key, "lists the same entry twice")
+    return tuple(value)
+
+
+def _parse_boundary_groups(path: Path, value: Any) -> dict[str, BoundaryGroup]:
+    if not isinstance(value, dict):
+        raise ConfigError(path, "boundary_groups", "must be a table of [boundary_groups.NAME] tables")
+    groups = {}
+    for name, table in value.items():  # file order: the order groups are consulted in
+        key = f"boundary_groups.{name}"
+        if not isinstance(table, dict):
+            raise ConfigError(path, key, "must be a table with clients and distribution_points")
+        for item in table:
+            if item not in ("clients", "distribution_points"):
+                raise ConfigError(path, f"{key}.{item}", "unknown key")
+        for item in ("clients", "distribution_points"):
+            if item not in table:
+                raise ConfigError(path, f"{key}.{item}", "is missing")
+        points = _string_list(path, f"{key}.distribution_points", table["distribution_points"],
+                              "distribution point names, in priority order")
+        for point in points:
+            try:
+                check_name(point)
+            except UsageError as exc:
+                raise ConfigError(path, f"{key}.distribution_points", str(exc)) from None
+        groups[name] = BoundaryGroup(
+            name, _string_list(path, f"{key}.clients", table["clients"], "client id patterns (globs)"), points
+        )
+    return groups
+
+
+def _parse_clients(path: Path, value: Any) -> ClientSettings:
+    if not isinstance(value, dict):
+        raise ConfigError(path, "clients", "must be a table")
+    values = {}
+    for key, item in value.items():
+        if key != "allow_cloud_distribution_points":
+            raise ConfigError(path, f"clients.{key}", "unknown key")
+        if not isinstance(item, bool):
+            raise ConfigError(path, f"clients.{key}", f"must be true or false, got {item!r}")
+        values[key] = item
+    return ClientSettings(**values)
 
 
 def load(path: Path) -> Config:
