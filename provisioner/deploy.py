@@ -18,6 +18,7 @@ from azure.core.exceptions import (
 )
 
 from provisioner import arm, templates
+from provisioner.config import GB
 from provisioner.errors import CdpError, UsageError
 from provisioner.site import Site, records
 from provisioner.site.records import DELETING, FAILED, SUCCEEDED, DistributionPointRecord
@@ -38,8 +39,16 @@ def dp_deployment(name: str) -> str:
 
 
 def app_settings(site: Site, name: str) -> dict[str, str]:
-    """What the front end needs to know; never a secret."""
-    return {"CDP_DISTRIBUTION_POINT": name, "CDP_SITE_ID": site.site_id}
+    """What the front end needs to know; never a secret. The template adds the storage account
+    and its blob endpoint; the web app's managed identity gives it access to that storage."""
+    from provisioner import tokens
+
+    settings = {"CDP_DISTRIBUTION_POINT": name, "CDP_SITE_ID": site.site_id,
+                "CDP_TOKEN_PUBLIC_KEY": tokens.public_key_pem(site)}
+    cap = site.config.alerts.egress_hard_cap_gb
+    if cap is not None:
+        settings["CDP_EGRESS_HARD_CAP_BYTES"] = str(int(cap * GB))
+    return settings
 
 
 @dataclass

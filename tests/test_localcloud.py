@@ -81,7 +81,7 @@ def test_start_stop_start_keeps_data_and_endpoint(run_cdp, cdp_home):
 
         stopped = run_cdp("local", "stop", "--json")
         assert stopped.code == 0, stopped
-        assert stopped.json() == {"running": False, "stopped": [pid]}
+        assert stopped.json() == {"running": False, "stopped": [doc["services"]["management"]["pid"], pid]}
         assert _gone(pid)
         assert _processes_mentioning(str(cdp_home)) == []
         assert run_cdp("local", "status", "--json").json()["running"] is False

@@ -106,7 +106,11 @@ def test_distribution_point_template_has_the_mission_properties(site):
     assert config["minTlsVersion"] == "1.2"
     assert config["healthCheckPath"] == "/health"
     assert config["linuxFxVersion"] == "PYTHON|3.11"
-    assert config["appSettings"] == "[parameters('appSettings')]"
+    # The administrator's settings, plus the storage account and its blob endpoint from the
+    # deployed account (the front end reaches it with the web app's managed identity).
+    assert config["appSettings"].startswith("[concat(parameters('appSettings'), createArray(")
+    assert "'CDP_STORAGE_ACCOUNT'" in config["appSettings"]
+    assert "reference(variables('storageId')).primaryEndpoints.blob" in config["appSettings"]
     outputs = {"serviceHostName", "blobEndpoint", "storageAccountName", "instances"}
     assert outputs <= set(dp["outputs"])
     for res in dp["resources"]:

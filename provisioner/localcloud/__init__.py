@@ -1,17 +1,22 @@
-"""The local cloud: Azurite (storage) over HTTPS on this machine, managed per site.
+"""The local cloud: Azurite (storage) and the local Azure Resource Manager endpoint
+(:mod:`provisioner.localcloud.management`), both over HTTPS on this machine, managed per site.
 
 Everything lives in the site's ``local/`` folder::
 
-    cloud.json      the services and their pid and port   {"services": {"azurite": {...}}}
+    cloud.json      the services and their pid and port   {"services": {"azurite": {...},
+                                                                         "management": {...}}}
     cloud.lock      serialises cdp processes acting on the local cloud at once
     accounts.json   the storage accounts Azurite serves, with their keys (mode 0600)
     certs/          the local CA (ca.pem is the bundle clients trust) and the server certificate
     azurite/        Azurite's data, on disk, surviving stop and start
     azurite.log     Azurite's output
+    management/     the management endpoint's state (resource groups, deployments, resources)
+    management.log  its output
 
 Each distribution point gets its own storage account with its own key, as in Azure.
 Azurite reads its accounts when it starts, so adding or removing one restarts it on the same
-port. The local management endpoint joins ``services`` beside Azurite.
+port. The management endpoint starts after Azurite and stops before it; it stops and starts
+the front-end processes of the distribution points with itself.
 """
 
 from __future__ import annotations
@@ -79,6 +84,13 @@ class LocalCloud:
     def azurite_log(self) -> Path:
         return self.dir / "azurite.log"
 
+    @property
+    def management(self):
+        """The management endpoint service (:class:`~.management.service.ManagementService`)."""
+        from provisioner.localcloud.management.service import ManagementService
+
+        return ManagementService(self.site.home, self.dir, self.ca_bundle)
+
     # -- lifecycle -----------------------------------------------------------------------------
 
     def start(self) -> dict[str, Any]:
@@ -87,6 +99,9 @@ class LocalCloud:
             state = self._read_state()
             if self._azurite_pid(state) is None:
                 self._start_azurite(state)
+            record = state["services"].setdefault("management", {})
+            if self.management.pid(record) is None:
+                self.management.start(record, lambda: self._write_state(state), self._progress)
             return self.status()
 
     def stop(self) -> list[int]:
@@ -94,6 +109,9 @@ class LocalCloud:
         stopped = []
         with self._locked():
             state = self._read_state()
+            if state["services"].get("management"):  # first: it stops its front ends
+                stopped += self.management.stop(state["services"]["management"], self._progress)
+                self._write_state(state)
             pid = self._azurite_pid(state)
             # Ours by pid, plus any Azurite on our folder whose record was lost.
             strays = [p for p in processes.find(self.azurite_marker) if p != pid]
@@ -116,6 +134,7 @@ class LocalCloud:
         pid = self._azurite_pid(state)
         running = pid is not None
         port = record.get("port")
+        management = self.management.status(state["services"].get("management", {}))
 
         def endpoint(account: str) -> str | None:
             return azurite.blob_endpoint(port, account) if running else None
@@ -123,12 +142,14 @@ class LocalCloud:
         return {
             "running": running,
             "blob_endpoint": endpoint(EMULATOR_ACCOUNT),
+            "management_endpoint": management["endpoint"],
             "ca_bundle": str(self.ca_bundle) if self.ca_bundle.exists() else None,
             "accounts": [{"name": name, "key": key, "blob_endpoint": endpoint(name)}
                          for name, key in accounts.items()],
             "services": {
                 "azurite": {"running": running, "pid": pid, "port": port,
                             "log": str(self.azurite_log)},
+                "management": management,
             },
             "local_dir": str(self.dir),
         }

@@ -48,6 +48,28 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (location, chunk_id)
     ) WITHOUT ROWID;
     """,
+    # 3: package versions the site distributed (their source, for repairs) and where they went
+    """
+    CREATE TABLE package_versions (
+        package_id TEXT NOT NULL,
+        version TEXT NOT NULL,
+        content_type TEXT NOT NULL,
+        source TEXT NOT NULL,
+        bytes_total INTEGER NOT NULL,
+        chunks_total INTEGER NOT NULL,
+        created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ','now')),
+        PRIMARY KEY (package_id, version)
+    );
+    CREATE TABLE placements (
+        package_id TEXT NOT NULL,
+        version TEXT NOT NULL,
+        distribution_point TEXT NOT NULL,
+        status TEXT NOT NULL,
+        error TEXT,
+        updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ','now')),
+        PRIMARY KEY (package_id, version, distribution_point)
+    );
+    """,
 ]
 
 

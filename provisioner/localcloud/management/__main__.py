@@ -1,0 +1,3 @@
+from provisioner.localcloud.management.server import main
+
+main()

@@ -1,0 +1,315 @@
+"""The content core against a real Azurite (the session's ``local_cloud``).
+
+The stored bytes are read back raw and decrypted here independently, with ``cryptography``
+primitives, the site's state database and its master key file only: not with cdp's modules.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import random
+import re
+import socket
+import sqlite3
+import stat
+import uuid
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.keywrap import aes_key_unwrap
+
+from provisioner.content import chunking, crypto
+from provisioner.content import keys as keys_mod
+from provisioner.content.layout import container_name
+from provisioner.content.store import ChunkIndex, PackageStore, StorageError, client_options
+from provisioner.content.upload import PackageVersion, Target, distribute, upload
+from provisioner.errors import CdpError
+from provisioner.site import Site
+
+MiB = 1024 * 1024
+MARKER = b"CDP-PLAINTEXT-MARKER-"
+
+
+def random_bytes(n: int, seed: int) -> bytes:
+    rng = random.Random(seed)
+    return b"".join(rng.randbytes(min(MiB, n - i)) for i in range(0, n, MiB))
+
+
+@pytest.fixture
+def site(tmp_path) -> Site:
+    return Site.open(tmp_path / "site")
+
+
+@pytest.fixture
+def service(local_cloud):
+    return local_cloud.blob_service_client(**client_options())
+
+
+def new_store(service, package: str, suffix: str = "") -> PackageStore:
+    return PackageStore(service.get_container_client(container_name(package) + suffix))
+
+
+def new_package() -> str:
+    return "test-" + uuid.uuid4().hex[:12]
+
+
+# -- the independent reader ------------------------------------------------------------------
+
+
+def site_keys(site: Site, package: str) -> tuple[bytes, bytes]:
+    """The package's (content key, id key), straight from the state DB and the master key file."""
+    master = (site.home / "keys" / "master.key").read_bytes()
+    with sqlite3.connect(site.home / "state.db") as db:
+        wrapped = db.execute(
+            "SELECT content_key_wrapped, id_key_wrapped FROM package_keys WHERE package_id = ?", (package,)
+        ).fetchone()
+    return aes_key_unwrap(master, wrapped[0]), aes_key_unwrap(master, wrapped[1])
+
+
+def open_blob(key: bytes, blob: bytes, context: bytes) -> bytes:
+    header, nonce, sealed = blob[:5], blob[5:17], blob[17:]
+    assert header == b"CDPE\x01"
+    return AESGCM(key).decrypt(nonce, sealed, header + context)
+
+
+def restore(container, site: Site, package: str, dest: Path) -> dict:
+    """Rebuild the current version of ``package`` from raw blobs into ``dest``."""
+    content_key, id_key = site_keys(site, package)
+    version = json.loads(container.download_blob("current").readall())["version"]
+    blob = container.download_blob(f"manifests/{version}").readall()
+    doc = json.loads(open_blob(content_key, blob, b"manifest\0" + package.encode() + b"\0" + version.encode()))
+    stream = bytearray()
+    for chunk in doc["chunks"]:
+        data = open_blob(content_key, container.download_blob(f"chunks/{chunk['id']}").readall(),
+                         b"chunk\0" + chunk["id"].encode())
+        assert hmac.new(id_key, data, hashlib.sha256).hexdigest() == chunk["id"]
+        assert len(data) == chunk["size"]
+        stream += data
+    assert len(stream) == doc["size"]
+    for entry in doc["files"]:
+        data = bytes(stream[entry["offset"] : entry["offset"] + entry["size"]])
+        assert hashlib.sha256(data).hexdigest() == entry["sha256"]
+        path = dest / entry["path"]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        path.chmod(entry["mode"])
+    for folder in doc["dirs"]:
+        (dest / folder["path"]).mkdir(parents=True)
+    return doc
+
+
+def snapshot(root: Path) -> dict:
+    """Every file and folder under ``root``: path -> (mode, bytes) or (mode, None) for a folder."""
+    found = {}
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root).as_posix()
+        mode = stat.S_IMODE(path.stat().st_mode)
+        found[rel] = (None, None) if path.is_dir() else (mode, path.read_bytes())
+    return found
+
+
+# -- trees -----------------------------------------------------------------------------------
+
+
+def mixed_tree(root: Path) -> None:
+    """Nested folders, spaces, non-ASCII, an empty file and folder, 20 MiB, 1,000 small files."""
+    big = bytearray(random_bytes(20 * MiB, 7))
+    for n, at in enumerate(range(0, len(big), 5 * MiB)):
+        marker = MARKER + b"BIG-%d" % n
+        big[at + 1000 : at + 1000 + len(marker)] = marker
+    files = {
+        "tools/setup program.exe": bytes(big),
+        "docs/Ärger mit Umlauten/naïve café ✓.txt": MARKER + "ÄÖÜ naïve".encode(),
+        "docs/empty.txt": b"",
+        "a b c/d e f/g h.cfg": MARKER + b"spaces all the way down",
+    }
+    for i in range(1000):
+        filler = os.urandom(random.Random(i).randrange(10, 3000))
+        files[f"small/{i // 100:02d}/file {i:04d}.txt"] = MARKER + b"%04d " % i + filler
+    for rel, data in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    (root / "tools/setup program.exe").chmod(0o755)
+    (root / "empty folder/inside too").mkdir(parents=True)
+
+
+def test_a_mixed_tree_is_stored_encrypted_and_decrypts_independently(site, service, tmp_path):
+    package = new_package()
+    source = tmp_path / "source"
+    mixed_tree(source)
+    keys = keys_mod.get_or_create(site.state, site.master_key(), package)
+    store = new_store(service, package)
+    index = ChunkIndex(site.state, store.location)
+    seen = []
+
+    release = PackageVersion(package, "1.0", "application", keys)
+    result = upload(source, release, store, index=index, progress=seen.append)
+
+    total = sum(p.stat().st_size for p in source.rglob("*") if p.is_file())
+    assert result.status == "uploaded" and result.error is None
+    assert result.bytes_total == result.bytes_uploaded == sum(seen) == total
+    assert result.chunks_uploaded == result.chunks_total == len(seen)
+
+    container = store.container
+    blobs = {b.name: container.download_blob(b.name).readall() for b in container.list_blobs()}
+    assert set(blobs) == {"current", "manifests/1.0"} | {n for n in blobs if re.fullmatch(r"chunks/[0-9a-f]{64}", n)}
+    assert len(blobs) == result.chunks_total + 2
+    for name, data in blobs.items():
+        assert MARKER not in data, name
+        for file_name in ("naïve".encode(), "Ärger".encode(), b"setup program", b"file 0001"):
+            assert file_name not in data and file_name not in name.encode()
+    assert json.loads(blobs["current"]) == {"format": 1, "version": "1.0"}
+
+    restored = tmp_path / "restored"
+    restored.mkdir()
+    doc = restore(container, site, package, restored)
+    assert snapshot(restored) == snapshot(source)
+    assert doc["package"] == package and doc["version"] == "1.0" and doc["type"] == "application"
+    assert index.sizes() == {n.removeprefix("chunks/"): len(d) for n, d in blobs.items() if n.startswith("chunks/")}
+    assert ChunkIndex.stored_bytes_under(site.state, service.url) == index.stored_bytes() == sum(index.sizes().values())
+
+    again = upload(source, release, store, index=index)
+    assert again.bytes_uploaded == 0 and again.chunks_uploaded == 0
+    assert again.chunks_total == result.chunks_total and store.current() == "1.0"
+
+
+def test_a_new_version_uploads_only_the_changed_chunks(site, service, tmp_path):
+    package = new_package()
+    keys = keys_mod.get_or_create(site.state, site.master_key(), package)
+    store = new_store(service, package)
+    v1 = random_bytes(32 * MiB, 11)
+    middle = 16 * MiB
+    v2 = v1[:middle] + random_bytes(MiB, 12) + v1[middle + MiB :]
+    (tmp_path / "v1").mkdir()
+    (tmp_path / "v2").mkdir()
+    (tmp_path / "v1/image.wim").write_bytes(v1)
+    (tmp_path / "v2/image.wim").write_bytes(v2)
+
+    first = upload(tmp_path / "v1/image.wim", PackageVersion(package, "1", "os-upgrade", keys), store)
+    second = upload(tmp_path / "v2/image.wim", PackageVersion(package, "2", "os-upgrade", keys), store)
+
+    assert first.bytes_uploaded == 32 * MiB
+    assert 0 < second.bytes_uploaded <= 4 * MiB, second
+    assert second.chunks_uploaded < 5
+    assert store.versions() == ["1", "2"] and store.current() == "2"
+
+
+def test_an_interrupted_upload_keeps_the_previous_version_and_resumes(site, service, tmp_path):
+    package = new_package()
+    keys = keys_mod.get_or_create(site.state, site.master_key(), package)
+    store = new_store(service, package)
+    index = ChunkIndex(site.state, store.location)
+    (tmp_path / "v1").write_bytes(b"version one")
+    (tmp_path / "v2").write_bytes(random_bytes(24 * MiB, 21))
+    upload(tmp_path / "v1", PackageVersion(package, "1", "package", keys), store)
+
+    class Interrupted(Exception):
+        pass
+
+    settled = []
+
+    def stop_after_three(nbytes: int) -> None:
+        settled.append(nbytes)
+        if len(settled) == 3:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        upload(tmp_path / "v2", PackageVersion(package, "2", "package", keys), store, index=index,
+               progress=stop_after_three)
+
+    assert store.current() == "1" and store.versions() == ["1"]
+    stored = store.chunk_sizes()
+    assert index.sizes() == stored  # the index recorded what made it before the interruption
+    assert len(stored) > 3
+
+    rerun = upload(tmp_path / "v2", PackageVersion(package, "2", "package", keys), store, index=index)
+    assert store.current() == "2"
+    v2_ids = {c["id"] for c in restore(store.container, site, package, tmp_path / "check")["chunks"]}
+    already = len(v2_ids & set(stored))
+    assert already >= 3
+    assert rerun.chunks_uploaded == rerun.chunks_total - already > 0
+    assert index.sizes() == store.chunk_sizes()
+
+
+def dead_store(package: str) -> PackageStore:
+    """A container on a port nobody listens on (no retries: fail fast)."""
+    from azure.storage.blob import ContainerClient
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    client = ContainerClient(f"https://127.0.0.1:{port}/devstoreaccount1", container_name(package),
+                             credential=None, retry_total=0, connection_timeout=2)
+    return PackageStore(client)
+
+
+def test_one_failing_distribution_point_does_not_stop_the_others(site, service, tmp_path):
+    package = new_package()
+    keys = keys_mod.get_or_create(site.state, site.master_key(), package)
+    (tmp_path / "v1").write_bytes(b"one")
+    (tmp_path / "v2").write_bytes(random_bytes(8 * MiB, 31))
+    good, breaks, down = new_store(service, package), new_store(service, package, "-b"), dead_store(package)
+    upload(tmp_path / "v1", PackageVersion(package, "1", "application", keys), breaks)
+    # Storage refuses one chunk in the middle of the stream: a damaged blob under a lease.
+    with (tmp_path / "v2").open("rb") as fh:
+        ids = [crypto.chunk_id(keys.id_key, piece.data) for piece in chunking.cut(fh)]
+    blocker = breaks.container.upload_blob(f"chunks/{ids[len(ids) // 2]}", b"damaged")
+    blocker.acquire_lease(lease_duration=-1)
+    targets = [Target("good", good), Target("down", down), Target("breaks", breaks)]
+
+    outcome = distribute(tmp_path / "v2", PackageVersion(package, "2", "application", keys), targets)
+
+    by_name = {r.distribution_point: r for r in outcome.results}
+    assert not outcome.ok and outcome.manifest is not None
+    assert by_name["down"].status == "failed" and "cannot create container" in by_name["down"].error
+    assert by_name["breaks"].status == "failed" and "HTTP 412" in by_name["breaks"].error
+    assert all("\n" not in r.error for r in (by_name["down"], by_name["breaks"]))
+    assert by_name["good"].status == "uploaded" and by_name["good"].bytes_uploaded == 8 * MiB
+    assert by_name["good"].chunks_total == len(ids)
+    assert good.current() == "2" and good.versions() == ["2"]
+    assert breaks.current() == "1" and breaks.versions() == ["1"]
+    with pytest.raises(StorageError):
+        down.current()
+
+
+def test_validate_repair_and_garbage_collection(site, service, tmp_path):
+    package = new_package()
+    keys = keys_mod.get_or_create(site.state, site.master_key(), package)
+    store = new_store(service, package)
+    (tmp_path / "v1").mkdir()
+    (tmp_path / "v2").mkdir()
+    (tmp_path / "v1/a.bin").write_bytes(random_bytes(3 * MiB, 41))
+    (tmp_path / "v2/a.bin").write_bytes(random_bytes(3 * MiB, 42))
+    upload(tmp_path / "v1", PackageVersion(package, "1", "package", keys), store)
+    outcome = distribute(tmp_path / "v2", PackageVersion(package, "2", "package", keys), [Target("dp", store)])
+    chunks = outcome.manifest["chunks"]
+    assert store.damaged_chunks(keys, chunks) == {}
+
+    corrupt, missing = chunks[0]["id"], chunks[-1]["id"]
+    blob = bytearray(store.get_chunk(corrupt))
+    blob[-1] ^= 0xFF
+    store.put_chunk(corrupt, bytes(blob), overwrite=True)
+    store.delete_chunks([missing])
+    assert store.damaged_chunks(keys, chunks) == {corrupt: "corrupt", missing: "missing"}
+
+    repaired = distribute(tmp_path / "v2", PackageVersion(package, "2", "package", keys), [Target("dp", store)],
+                          repair={corrupt}, make_current=False)
+    assert repaired.results[0].chunks_uploaded == 2
+    assert store.damaged_chunks(keys, chunks) == {}
+
+    v1_only = set(store.chunk_sizes()) - {c["id"] for c in chunks}
+    store.delete_manifest("1")
+    gc = store.collect_garbage(keys)
+    assert set(gc.deleted) == v1_only and gc.chunks_kept == len({c["id"] for c in chunks})
+    assert set(store.chunk_sizes()) == {c["id"] for c in chunks}
+    assert store.versions() == ["2"] and store.current() == "2"
+
+    store.put_manifest("3", b"CDPE\x01" + bytes(40))
+    with pytest.raises(CdpError, match="manifest of .* 3 is damaged"):
+        store.collect_garbage(keys)
+    assert set(store.chunk_sizes()) == {c["id"] for c in chunks}
