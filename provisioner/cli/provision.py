@@ -70,6 +70,10 @@ def _describe_status(result: dict) -> str:
                      f"({dp['storage_sku']}) {' '.join(flags)}".rstrip())
         if dp["service_url"]:
             lines.append(f"  service {dp['service_url']}")
+        usage = dp["storage"]
+        alert = f"  ALERT {usage['alert']}" if usage["alert"] else ""
+        lines.append(f"  storage {usage['stored_bytes']:,} bytes stored, {usage['percent']}% of the "
+                     f"{usage['threshold_bytes'] / 1000**3:,g} GB alert threshold{alert}")
         if dp["error"]:
             lines.append(f"  error: {dp['error']}")
     return "\n".join(lines)
@@ -113,3 +117,23 @@ def teardown_cmd(out, name, yes):
         click.confirm("delete these and all content stored in them?", abort=True, err=True)
     result = deploy.teardown(site, name, progress=out.info)
     out.result(result, human=f"{name}: deleted")
+
+
+@command(cli, "stop")
+@click.argument("name")
+def stop_cmd(out, name):
+    """Stop serving clients from NAME (its front end answers 503); content stays."""
+    from provisioner import serving
+
+    result = serving.set_serving(_site(), name, False, info=out.info)
+    out.result(result, human=f"{name}: stopped (clients fall back to their next source)")
+
+
+@command(cli, "start")
+@click.argument("name")
+def start_cmd(out, name):
+    """Serve clients from NAME again."""
+    from provisioner import serving
+
+    result = serving.set_serving(_site(), name, True, info=out.info)
+    out.result(result, human=f"{name}: serving")
