@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from provisioner import deploy, templates
+from provisioner import templates
 from provisioner.cli.main import cli
 from provisioner.cli.output import command
 from provisioner.errors import UsageError
@@ -28,6 +28,8 @@ def render_cmd(out, name, out_dir, region, instances, fqdn):
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"--out {out_dir} exists and is not a folder")
     # The same inputs (app settings included) that ``cdp provision`` deploys.
+    from provisioner import deploy
+
     rendered = deploy.render_for(Site.open(), spec.name, spec.region, spec.instances, spec.fqdn)
     paths = rendered.write(out_dir)
     out.result(
