@@ -36,7 +36,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from jwt.algorithms import OKPAlgorithm
 
 from provisioner.errors import CdpError, UsageError
-from provisioner.site.keys import write_private
 
 if TYPE_CHECKING:
     from provisioner.site import Site
@@ -90,6 +89,8 @@ def parse_ttl(text: str) -> int:
 
 def signing_key(site: "Site") -> Ed25519PrivateKey:
     """The site's token signing key, created on first use."""
+    from provisioner.site.keys import write_private  # site-only: keeps the front end's package small
+
     path = site.keys_dir / KEY_FILE
     new = Ed25519PrivateKey.generate()
     try:

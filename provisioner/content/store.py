@@ -148,9 +148,13 @@ class PackageStore:
 
     # manifests and the current pointer
 
-    def put_manifest(self, version: str, blob: bytes) -> None:
+    def put_manifest(self, version: str, blob: bytes, stored_bytes: int | None = None) -> None:
+        """Store a sealed manifest. ``stored_bytes`` (the stored size of the version's distinct
+        chunks) goes into the blob's metadata: the front end counts egress with it, keyless."""
+        metadata = {"stored_bytes": str(stored_bytes)} if stored_bytes is not None else None
         with _storage(f"cannot store the manifest of {version}"):
-            self.container.upload_blob(layout.manifest_blob(version), blob, overwrite=True)
+            self.container.upload_blob(layout.manifest_blob(version), blob, overwrite=True,
+                                       metadata=metadata)
 
     def get_manifest(self, version: str) -> bytes:
         return self._get(layout.manifest_blob(version), f"the manifest of version {version}")

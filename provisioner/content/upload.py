@@ -177,10 +177,12 @@ def distribute(
         tree, chunks, package=release.package, version=release.version, content_type=release.content_type
     )
     sealed = manifest_mod.seal(document, release.keys)
+    distinct = {chunk["id"]: chunk["size"] for chunk in chunks}
+    stored_bytes = sum(crypto.encrypted_size(size) for size in distinct.values())
     for run in runs:
         run.result.chunks_total = len(chunks)
         if run.live:
-            _publish(run, release.version, sealed, make_current)
+            _publish(run, release.version, sealed, make_current, stored_bytes)
     return Distribution(document, [run.result for run in runs], [run.error for run in runs])
 
 
@@ -256,10 +258,10 @@ def _store_chunks(tree, keys, runs, workers, progress, repair) -> list[dict] | N
     return chunks if any(run.live for run in runs) else None
 
 
-def _publish(run: _Run, version: str, sealed_manifest: bytes, make_current: bool) -> None:
+def _publish(run: _Run, version: str, sealed_manifest: bytes, make_current: bool, stored_bytes: int) -> None:
     """The manifest once every chunk is stored, then ``current``: the version becomes visible."""
     try:
-        run.target.store.put_manifest(version, sealed_manifest)
+        run.target.store.put_manifest(version, sealed_manifest, stored_bytes)
         if make_current:
             run.target.store.set_current(version)
     except CdpError as exc:
