@@ -34,6 +34,7 @@ API_VERSIONS = {
     "resource_groups": "2022-09-01",
     "storage": "2023-05-01",
     "web": "2024-04-01",
+    "authorization": "2022-04-01",
 }
 PARAMETERS_SCHEMA = {
     RESOURCE_GROUP: "https://schema.management.azure.com/schemas/2018-05-01/subscriptionDeploymentParameters.json#",

@@ -45,6 +45,8 @@ class RecordingProvider:
             properties["defaultHostName"] = f"{resource.name}.azurewebsites.net"
         state = {"id": resource.id, "name": resource.name, "type": resource.type, **resource.body}
         state["properties"] = properties
+        if "SystemAssigned" in str((resource.body.get("identity") or {}).get("type", "")):
+            state["identity"] = {**resource.body["identity"], "principalId": f"principal-of-{resource.name}"}
         self.states[resource.id.lower()] = state
         self.put_order.append(resource.name)
         return state
@@ -812,7 +814,10 @@ def test_real_templates_deploy_end_to_end(tmp_path):
     which = templates.DISTRIBUTION_POINT
     what_if = plan(rendered.template(which), rendered.parameters(which), scope)
     result = deploy(rendered.template(which), rendered.parameters(which), scope, provider)
-    assert provider.put_order[1:] == [names.storage_account, names.plan, names.site]
+    assert provider.put_order[1:4] == [names.storage_account, names.plan, names.site]
+    role = provider.get(result.resources[3])
+    assert role["type"] == "Microsoft.Authorization/roleAssignments"
+    assert role["properties"]["principalId"] == f"principal-of-{names.site}"
     assert [r.id for r in what_if.resources] == result.resources
     assert result.outputs["blobEndpoint"]["value"] == f"https://127.0.0.1:10000/{names.storage_account}/"
     assert result.outputs["serviceHostName"]["value"] == f"{names.site}.azurewebsites.net"
