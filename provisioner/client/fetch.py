@@ -1,0 +1,239 @@
+"""``cdp fetch``: download, verify, decrypt and install one package version into a folder.
+
+For each source in the bundle's order until one completes the version:
+
+1. ask it for a location (:mod:`provisioner.client.sources`); the first location fixes the
+   version, later sources are asked for that same version;
+2. the first time only: download the manifest, decrypt it (the GCM tag and the associated
+   data bind it to the package and version), stage the version (:mod:`.staging`) and look for
+   every chunk on disk first: an interrupted run's staging area, DIR's files (delta);
+3. download the chunks still missing, in parallel (``workers`` threads, at most
+   ``2 * workers`` chunks in memory), each checked (GCM tag, then its keyed id) before its
+   bytes are written into the staging area.
+
+A source that stops answering (after azure-storage-blob's retries), lacks a chunk, or serves a
+damaged one is reported and the next source continues where it stopped: what is staged stays.
+Once every chunk is in, each file's SHA-256 is checked and the files are moved into DIR.
+If no source serves an intact copy, the fetch fails naming the damaged file and its chunk, the
+staging area is removed, and DIR is left as it was. An interruption (kill, network down
+everywhere) keeps the staging area, so the next run downloads only what is missing.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from azure.core.exceptions import AzureError, ResourceNotFoundError
+from azure.storage.blob import ContainerClient
+
+from provisioner.access import Bundle
+from provisioner.client.placement import Placement
+from provisioner.client.sources import Attempts, Location, Refused, Report, ask, trust
+from provisioner.client.staging import DamagedFile, Destination, Stage
+from provisioner.content import crypto
+from provisioner.content.keys import PackageKeys
+from provisioner.content.layout import check_package_id, check_version, chunk_blob, manifest_blob
+from provisioner.content.manifest import unseal
+from provisioner.content.store import describe
+from provisioner.errors import CdpError
+
+WORKERS = 8
+Progress = Callable[[int, int], None]  # (bytes just done, total bytes of the version)
+
+
+def _storage_options(verify: bool | str) -> dict:
+    """azure-storage-blob's client options: a few quick retries, then the next source."""
+    return {"retry_total": 3, "initial_backoff": 0.5, "increment_base": 2, "random_jitter_range": 0.5,
+            "connection_timeout": 10, "read_timeout": 30, "connection_verify": verify}
+
+
+@dataclass
+class FetchResult:
+    package: str
+    version: str
+    source: str  # the distribution point that completed the version
+    files: int
+    bytes_total: int  # the version's content (plaintext)
+    bytes_downloaded: int  # what came over the network: manifest and chunks as stored
+    seconds: float
+    dest: str
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+class SourceDown(CdpError):
+    """This source stopped serving in the middle (storage unreachable, a blob missing)."""
+
+
+class DamagedChunk(CdpError):
+    """A chunk from this source failed its checks; names the files it belongs to."""
+
+
+@dataclass
+class _Run:
+    """One fetch in progress."""
+
+    keys: PackageKeys
+    destination: Destination
+    workers: int
+    progress: Progress | None
+    placement: Placement | None = None
+    stage: Stage | None = None
+    installed: Placement | None = None
+    downloaded: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def done(self, plaintext_bytes: int, stored_bytes: int = 0) -> None:
+        with self.lock:
+            self.downloaded += stored_bytes
+        if self.progress is not None:
+            self.progress(plaintext_bytes, self.placement.size)
+
+
+def fetch(bundle: Bundle, package: str, dest: Path, version: str | None = None, *,
+          report: Report = lambda line: None, progress: Progress | None = None,
+          workers: int = WORKERS) -> FetchResult:
+    """Fetch ``package`` (``version``, else the current one) into ``dest`` from the first
+    source that can serve it all; CdpError naming each source's reason if none can."""
+    started = time.monotonic()
+    check_package_id(package)
+    if version is not None:
+        check_version(version)
+    run = _Run(bundle.keys_for(package), Destination(dest, package), workers, progress)
+    run.destination.check()
+    attempts = Attempts(bundle.sources, report)
+    locked = False
+    with ExitStack() as held, trust(bundle) as verify:
+        for source in attempts:
+            try:
+                location = ask(source, bundle.token, package, version, verify(source))
+            except Refused as exc:
+                attempts.failed(source, exc.reason, exc.status)
+                continue
+            version = location.version
+            if not locked:  # DIR is touched only once a source serves
+                held.enter_context(run.destination.locked())
+                held.callback(_close, run)
+                locked = True
+            try:
+                with ContainerClient.from_container_url(location.container_url, credential=location.sas,
+                                                        **_storage_options(verify(source))) as container:
+                    if run.placement is None:
+                        _begin(run, container, location, report)
+                    _download(run, container)
+            except SourceDown as exc:
+                attempts.failed(source, str(exc))
+                continue
+            except DamagedChunk as exc:
+                attempts.failed(source, str(exc), damaged=True)
+                continue
+            try:
+                run.destination.commit(run.stage, run.installed)
+            except DamagedFile as exc:  # raised before anything in DIR is touched
+                run.destination.discard()
+                raise DamagedFile(f"{exc}; nothing in {dest} was changed") from None
+            return FetchResult(package, version, source.distribution_point, len(run.placement.files),
+                               run.placement.size, run.downloaded, round(time.monotonic() - started, 3),
+                               str(Path(dest).resolve()))
+        if attempts.damaged:
+            _close(run)
+            run.destination.discard()
+            reasons = "; ".join(f"{f.source.distribution_point}: {f.reason}" for f in attempts.failures)
+            raise CdpError(f"cannot fetch {package} {version}: {reasons}; nothing in {dest} was changed")
+    raise attempts.error(package, version, bundle)
+
+
+def _close(run: _Run) -> None:
+    if run.stage is not None:
+        run.stage.close()
+
+
+def _begin(run: _Run, container: ContainerClient, location: Location, report: Report) -> None:
+    """Get and check the manifest, stage the version, and take every chunk found on disk."""
+    blob = _get(container, manifest_blob(location.version), f"the manifest of {location.package} {location.version}")
+    try:
+        manifest = unseal(blob, run.keys, location.version)
+    except crypto.CorruptContent as exc:
+        raise DamagedChunk(str(exc)) from None
+    except ValueError:
+        raise DamagedChunk(f"the manifest of {location.package} {location.version} is not JSON") from None
+    run.downloaded += len(blob)
+    run.placement = Placement(manifest, location.package)
+    run.installed = run.destination.installed()
+    run.stage = run.destination.stage(run.placement)
+
+    def look(chunk_id: str) -> None:
+        data, staged = run.destination.find(chunk_id, run.placement, run.stage, run.installed, run.keys.id_key)
+        if data is None:
+            return
+        if staged:
+            run.stage.have(chunk_id)
+        else:
+            run.stage.write(chunk_id, data)
+        run.done(len(data) * len(run.placement.places[chunk_id]))
+
+    _each(list(run.placement.places), look, run.workers)
+    missing = run.stage.missing()
+    need = sum(run.placement.sizes[c] for c in missing)
+    report(f"fetching {location.package} {location.version} from {location.source.distribution_point}:"
+           f" {len(run.placement.files)} files, {run.placement.size:,} bytes; {len(missing)} of"
+           f" {len(run.placement.places)} chunks ({need:,} bytes) to download")
+
+
+def _download(run: _Run, container: ContainerClient) -> None:
+    """Download, check and stage every chunk not staged yet."""
+    def get(chunk_id: str) -> None:
+        blob = _get(container, chunk_blob(chunk_id), f"chunk {chunk_id}")
+        try:
+            data = crypto.decrypt_chunk(run.keys.content_key, chunk_id, blob, run.keys.id_key)
+        except crypto.CorruptContent as exc:
+            raise _damaged(run, chunk_id, str(exc).split(" is damaged: ", 1)[-1]) from None
+        if len(data) != run.placement.sizes[chunk_id]:
+            raise _damaged(run, chunk_id, f"{len(data)} bytes where the manifest says {run.placement.sizes[chunk_id]}")
+        run.stage.write(chunk_id, data)
+        run.done(len(data) * len(run.placement.places[chunk_id]), len(blob))
+
+    _each(run.stage.missing(), get, run.workers)
+
+
+def _damaged(run: _Run, chunk_id: str, why: str) -> DamagedChunk:
+    files = ", ".join(run.placement.files_of(chunk_id))
+    return DamagedChunk(f"file {files} is damaged (chunk {chunk_id}: {why})")
+
+
+def _get(container: ContainerClient, name: str, what: str) -> bytes:
+    try:
+        return container.download_blob(name, max_concurrency=1).readall()
+    except ResourceNotFoundError:
+        raise SourceDown(f"{what} is not in its storage") from None
+    except AzureError as exc:
+        raise SourceDown(f"its storage failed ({describe(exc)})") from None
+
+
+def _each(items: Iterable[str], job: Callable[[str], None], workers: int) -> None:
+    """Run ``job`` on each item in a pool, at most ``2 * workers`` at a time; stop submitting at
+    the first failure, let the running ones finish, and raise that failure."""
+    failures: list[BaseException] = []
+    slots = threading.BoundedSemaphore(2 * workers)
+
+    def settled(future: Future) -> None:
+        if not future.cancelled() and future.exception() is not None:
+            failures.append(future.exception())
+        slots.release()
+
+    with ThreadPoolExecutor(workers, thread_name_prefix="cdp-fetch") as pool:
+        for item in items:
+            slots.acquire()
+            if failures:
+                slots.release()
+                break
+            pool.submit(job, item).add_done_callback(settled)
+    if failures:
+        raise failures[0]
