@@ -264,7 +264,25 @@ def _view(site: Site, record: DistributionPointRecord) -> dict:
         "blob_endpoint": record.blob_endpoint, "toolkit_version": record.toolkit_version,
         "template_hash": record.template_hash, "stale": is_stale(site, record),
         "stopped": record.stopped, "error": record.error,
+        "storage": storage_usage(site, record),
     }
+
+
+def storage_usage(site: Site, record: DistributionPointRecord) -> dict:
+    """Stored bytes (the site's chunk index, refreshed by every distribute and content list)
+    against the storage alert threshold, as Configuration Manager alerts on cloud DP storage."""
+    from provisioner.content.store import ChunkIndex
+
+    alerts = site.config.alerts
+    stored = 0
+    if record.blob_endpoint:
+        stored = ChunkIndex.stored_bytes_under(site.state, record.blob_endpoint.rstrip("/") + "/")
+    threshold = int(alerts.storage_threshold_gb * GB)
+    percent = 100 * stored / threshold
+    alert = ("critical" if percent >= alerts.critical_percent
+             else "warning" if percent >= alerts.warning_percent else None)
+    return {"stored_bytes": stored, "threshold_bytes": threshold, "percent": round(percent, 2),
+            "alert": alert}
 
 
 def _resource_group(conn: arm.Connection, name: str):

@@ -20,16 +20,20 @@ def account_key(conn: arm.Connection, record: DistributionPointRecord) -> str:
     try:
         keys = conn.storage.storage_accounts.list_keys(record.resource_group, record.storage_account)
     except (HttpResponseError, ServiceRequestError) as exc:
-        raise CdpError(f"{record.name}: cannot read the storage account key: "
+        raise CdpError(f"cannot read the key of storage account {record.storage_account}: "
                        f"{getattr(exc, 'message', None) or exc}".splitlines()[0]) from None
-    return keys.keys[0].value
+    # azure-mgmt-storage 25 models are mappings: ``keys`` is Mapping.keys, the list is keys_property.
+    found = keys.keys_property or []
+    if not found or not found[0].value:
+        raise CdpError(f"storage account {record.storage_account} returned no key")
+    return found[0].value
 
 
 def blob_service(site: Site, record: DistributionPointRecord,
                  conn: arm.Connection | None = None) -> BlobServiceClient:
     """A client for ``record``'s storage account, with cdp's retry policy."""
     if not record.blob_endpoint:
-        raise CdpError(f"{record.name} has no storage endpoint yet (state {record.state})")
+        raise CdpError(f"no storage endpoint yet (deployment state {record.state})")
     conn = conn or arm.connect(site, record.target)
     options = client_options()
     if conn.ca_bundle:

@@ -39,11 +39,11 @@ _SAS = re.compile(r"(sig|se|sp|sv|sr|st|skoid|sktid|skt|ske|sks|skv)=[^&\s'\"]+"
 def client_options() -> dict:
     """Keyword arguments for BlobServiceClient/ContainerClient: the retry policy cdp uses.
 
-    azure-storage-blob's ExponentialRetry with a short backoff (1 s, then 1 + 2^n s, with jitter):
-    a request to a stopped storage endpoint fails after about 20 s instead of minutes.
+    azure-storage-blob's ExponentialRetry with a short backoff (1 s, then 1 + 2^n s, with jitter:
+    1, 3, 5, 9 s): a request to a stopped storage endpoint fails after about 20 s instead of minutes.
     """
     return {
-        "retry_total": 5,
+        "retry_total": 4,
         "initial_backoff": 1,
         "increment_base": 2,
         "random_jitter_range": 1,
@@ -105,6 +105,14 @@ class PackageStore:
             try:
                 self.container.create_container()
             except ResourceExistsError:
+                pass
+
+    def delete(self) -> None:
+        """Delete the container and everything in it: the whole package on this distribution point."""
+        with _storage(f"cannot delete container {self.container.container_name}"):
+            try:
+                self.container.delete_container()
+            except ResourceNotFoundError:
                 pass
 
     def exists(self) -> bool:

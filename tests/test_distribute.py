@@ -1,0 +1,359 @@
+"""`cdp distribute` and `cdp content ...` end to end: the real CLI in a subprocess, a provisioned
+distribution point on the local cloud (real Azurite over HTTPS), the stored blobs read back raw.
+
+The stored content is decrypted here independently of cdp's modules: ``cryptography``'s AES-GCM
+and AES key unwrap, HMAC-SHA256 from the standard library, the site's master key file and its
+state database read directly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import random
+import re
+import sqlite3
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.keywrap import aes_key_unwrap
+
+from provisioner.localcloud import LocalCloud
+from provisioner.site import Site
+
+MiB = 1024 * 1024
+MARKER = b"CDP-PLAINTEXT-MARKER-"
+RESULT_KEYS = {"distribution_point", "status", "bytes_total", "bytes_uploaded", "chunks_total",
+               "chunks_uploaded", "seconds", "error"}
+
+
+# -- the site and the CLI ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    home = tmp_path_factory.mktemp("distribute") / "cdp-home"
+    cloud = LocalCloud(Site.open(home))
+    cloud.start()
+    try:
+        provisioned = cdp(home, "provision", "dp1")
+        assert provisioned.returncode == 0, provisioned.stderr
+        yield home
+    finally:
+        cloud.stop()
+
+
+def cdp(home, *args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "provisioner", *map(str, args)],
+                          env={**os.environ, "CDP_HOME": str(home)}, input="",
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def cdp_json(home, *args, code=0):
+    proc = cdp(home, *args, "--json")
+    assert proc.returncode == code, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    return json.loads(proc.stdout)
+
+
+def error_lines(stderr: str) -> list[str]:
+    assert "Traceback" not in stderr, stderr
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+def account(home, name="dp1"):
+    """The distribution point's storage account, as a client holding its key (raw access)."""
+    dp = cdp_json(home, "status", name)["distribution_points"][0]
+    return LocalCloud(Site.open(home)).blob_service_client(dp["storage_account"])
+
+
+def container_of(service, package: str):
+    return service.get_container_client("pkg-" + hashlib.sha256(package.encode()).hexdigest()[:32])
+
+
+def chunk_blobs(container) -> dict[str, int]:
+    return {b.name: b.size for b in container.list_blobs(name_starts_with="chunks/")}
+
+
+def state_rows(home, sql, params=()):
+    with sqlite3.connect(Path(home) / "state.db") as db:
+        return db.execute(sql, params).fetchall()
+
+
+# -- the independent reader --------------------------------------------------------------------
+
+
+def package_keys(home, package: str) -> tuple[bytes, bytes]:
+    """(content key, id key) unwrapped with the master key file; no cdp code involved."""
+    master = (Path(home) / "keys" / "master.key").read_bytes()
+    (content, ident), = state_rows(
+        home, "SELECT content_key_wrapped, id_key_wrapped FROM package_keys WHERE package_id = ?", (package,))
+    return aes_key_unwrap(master, content), aes_key_unwrap(master, ident)
+
+
+def open_blob(key: bytes, blob: bytes, context: bytes) -> bytes:
+    header, nonce, sealed = blob[:5], blob[5:17], blob[17:]
+    assert header == b"CDPE\x01"
+    return AESGCM(key).decrypt(nonce, sealed, header + context)
+
+
+def restore(home, container, package: str, dest: Path) -> dict:
+    """Rebuild the current version of ``package`` from the raw blobs into ``dest``."""
+    content_key, id_key = package_keys(home, package)
+    version = json.loads(container.download_blob("current").readall())["version"]
+    sealed = container.download_blob(f"manifests/{version}").readall()
+    doc = json.loads(open_blob(content_key, sealed, b"manifest\0" + package.encode() + b"\0" + version.encode()))
+    stream = bytearray()
+    for chunk in doc["chunks"]:
+        data = open_blob(content_key, container.download_blob(f"chunks/{chunk['id']}").readall(),
+                         b"chunk\0" + chunk["id"].encode())
+        assert hmac.new(id_key, data, hashlib.sha256).hexdigest() == chunk["id"]
+        stream += data
+    assert len(stream) == doc["size"]
+    for entry in doc["files"]:
+        data = bytes(stream[entry["offset"]: entry["offset"] + entry["size"]])
+        assert hashlib.sha256(data).hexdigest() == entry["sha256"]
+        path = dest / entry["path"]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        path.chmod(entry["mode"])
+    for folder in doc["dirs"]:
+        (dest / folder["path"]).mkdir(parents=True)
+    return doc
+
+
+def snapshot(root: Path) -> dict:
+    """path -> (mode, bytes) for files, (None, None) for folders."""
+    found = {}
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root).as_posix()
+        found[rel] = (None, None) if path.is_dir() else (stat.S_IMODE(path.stat().st_mode), path.read_bytes())
+    return found
+
+
+def random_file(path: Path, size: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as out:
+        for _ in range(0, size, MiB):
+            out.write(os.urandom(MiB))
+
+
+def mixed_tree(root: Path) -> None:
+    """Nested folders, spaces, non-ASCII names, an empty file and folder, 20 MiB, 1,000 small files."""
+    big = bytearray(os.urandom(20 * MiB))
+    for n, at in enumerate(range(0, len(big), 4 * MiB)):
+        marker = MARKER + b"BIG-%d" % n
+        big[at + 999: at + 999 + len(marker)] = marker
+    files = {
+        "tools/setup program.exe": bytes(big),
+        "docs/Ärger mit Umlauten/naïve café ✓.txt": MARKER + "ÄÖÜ naïve".encode(),
+        "docs/empty.txt": b"",
+        "a b c/d e f/g h.cfg": MARKER + b"spaces all the way down",
+    }
+    for i in range(1000):
+        files[f"small/{i // 100:02d}/file {i:04d}.txt"] = (
+            MARKER + b"%04d " % i + os.urandom(random.Random(i).randrange(10, 3000)))
+    for rel, data in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    (root / "tools/setup program.exe").chmod(0o755)
+    (root / "docs/Ärger mit Umlauten/naïve café ✓.txt").chmod(0o600)
+    (root / "empty folder/inside too").mkdir(parents=True)
+
+
+# -- the tests ---------------------------------------------------------------------------------
+
+
+def test_a_mixed_tree_is_stored_encrypted_and_decrypts_independently(home, tmp_path):
+    source = tmp_path / "source"
+    mixed_tree(source)
+    total = sum(p.stat().st_size for p in source.rglob("*") if p.is_file())
+
+    result = cdp_json(home, "distribute", source, "--package", "tree", "--version", "1", "--to", "dp1")
+
+    assert set(result) == {"package", "version", "results"}
+    assert result["package"] == "tree" and result["version"] == "1"
+    (dp1,) = result["results"]
+    assert set(dp1) == RESULT_KEYS
+    assert dp1["distribution_point"] == "dp1" and dp1["status"] == "uploaded" and dp1["error"] is None
+    assert dp1["bytes_total"] == dp1["bytes_uploaded"] == total
+    assert dp1["chunks_total"] == dp1["chunks_uploaded"] > 10
+    assert isinstance(dp1["seconds"], float)
+
+    container = container_of(account(home), "tree")
+    blobs = {b.name: container.download_blob(b.name).readall() for b in container.list_blobs()}
+    chunks = {n for n in blobs if re.fullmatch(r"chunks/[0-9a-f]{64}", n)}
+    assert set(blobs) == {"current", "manifests/1"} | chunks and len(chunks) == dp1["chunks_total"]
+    for name, data in blobs.items():
+        assert MARKER not in data, name
+        for word in ("naïve".encode(), "Ärger".encode(), b"setup program", b"file 0001", b"small/"):
+            assert word not in data and word not in name.encode(), (name, word)
+    assert json.loads(blobs["current"]) == {"format": 1, "version": "1"}
+
+    restored = tmp_path / "restored"
+    restored.mkdir()
+    doc = restore(home, container, "tree", restored)
+    assert snapshot(restored) == snapshot(source)
+    assert len(doc["files"]) == 1004 and doc["type"] == "application"
+
+    again = cdp_json(home, "distribute", source, "--package", "tree", "--version", "1", "--to", "dp1")
+    (dp1,) = again["results"]
+    assert dp1["status"] == "uploaded" and dp1["bytes_uploaded"] == 0 and dp1["chunks_uploaded"] == 0
+    assert dp1["bytes_total"] == total
+
+
+def test_a_new_version_of_256_mib_with_1_mib_changed_uploads_only_the_change(home, tmp_path):
+    v1, v2 = tmp_path / "v1" / "image.wim", tmp_path / "v2" / "image.wim"
+    random_file(v1, 256 * MiB)
+    v2.parent.mkdir()
+    with v1.open("rb") as src, v2.open("wb") as dst:
+        dst.write(src.read(128 * MiB))
+        dst.write(os.urandom(MiB))
+        src.seek(MiB, os.SEEK_CUR)
+        while block := src.read(16 * MiB):
+            dst.write(block)
+    assert v2.stat().st_size == 256 * MiB
+
+    first = cdp_json(home, "distribute", v1, "--package", "image", "--version", "1", "--to", "dp1",
+                     "--type", "os-upgrade")["results"][0]
+    second = cdp_json(home, "distribute", v2, "--package", "image", "--version", "2", "--to", "dp1",
+                      "--type", "os-upgrade")["results"][0]
+
+    assert first["bytes_uploaded"] == first["bytes_total"] == 256 * MiB
+    assert second["status"] == "uploaded" and second["bytes_total"] == 256 * MiB
+    assert 0 < second["bytes_uploaded"] <= 0.04 * second["bytes_total"], second
+    print(f"\nversion 2 uploaded {second['bytes_uploaded']:,} of {second['bytes_total']:,} bytes "
+          f"({100 * second['bytes_uploaded'] / second['bytes_total']:.2f}%), "
+          f"{second['chunks_uploaded']}/{second['chunks_total']} chunks")
+    container = container_of(account(home), "image")
+    assert json.loads(container.download_blob("current").readall())["version"] == "2"
+
+    gone = cdp(home, "content", "remove", "--package", "image", "--yes")  # the whole package
+    assert gone.returncode == 0, gone.stderr
+    assert not container.exists()
+    assert state_rows(home, "SELECT * FROM package_versions WHERE package_id = 'image'") == []
+
+
+def test_corrupt_and_missing_chunks_are_reported_and_repaired(home, tmp_path):
+    source = tmp_path / "fix"
+    random_file(source / "payload.bin", 6 * MiB)
+    (source / "readme.txt").write_text("read me\n")
+    cdp_json(home, "distribute", source, "--package", "fix", "--version", "1.0", "--to", "dp1")
+    assert cdp_json(home, "content", "validate", "--package", "fix")["ok"] is True
+
+    container = container_of(account(home), "fix")
+    names = sorted(chunk_blobs(container))
+    assert len(names) >= 3
+    corrupt, missing = names[0], names[-1]
+    blob = bytearray(container.download_blob(corrupt).readall())
+    blob[len(blob) // 2] ^= 0x55  # altered bytes, same length
+    container.upload_blob(corrupt, bytes(blob), overwrite=True)
+    container.delete_blob(missing)
+
+    checked = cdp(home, "content", "validate", "--package", "fix", "--json")
+    assert checked.returncode == 1
+    (report,) = json.loads(checked.stdout)["reports"]
+    assert report["distribution_point"] == "dp1" and report["version"] == "1.0" and not report["ok"]
+    assert report["corrupt"] == [corrupt.removeprefix("chunks/")]
+    assert report["missing"] == [missing.removeprefix("chunks/")]
+    (line,) = error_lines(checked.stderr)
+    assert "dp1" in line and "1.0" in line and "1 missing, 1 corrupt" in line
+
+    human = cdp(home, "content", "validate", "--package", "fix")
+    assert human.returncode == 1 and "1 missing, 1 corrupt" in human.stdout
+
+    repaired = cdp(home, "content", "redistribute", "--package", "fix", "--json")
+    assert repaired.returncode == 0, repaired.stderr
+    (fixed,) = json.loads(repaired.stdout)["repaired"]
+    assert fixed["distribution_point"] == "dp1" and fixed["status"] == "uploaded"
+    assert fixed["chunks_uploaded"] == 2
+    assert cdp_json(home, "content", "validate", "--package", "fix")["ok"] is True
+    assert json.loads(container.download_blob("current").readall())["version"] == "1.0"
+    restore(home, container, "fix", tmp_path / "check")
+    assert snapshot(tmp_path / "check") == snapshot(source)
+
+    # A source that changed since is not used to "repair" the version.
+    container.delete_blob(missing)
+    (source / "readme.txt").write_text("READ ME\n")  # same size, other bytes
+    refused = cdp(home, "content", "redistribute", "--package", "fix")
+    assert refused.returncode == 1
+    (line,) = error_lines(refused.stderr)
+    assert "changed since 1.0 was distributed" in line
+    assert missing not in chunk_blobs(container)
+
+
+def test_list_and_remove_collect_unused_chunks(home, tmp_path):
+    base = os.urandom(4 * MiB)
+    for version, tail in (("1", os.urandom(3 * MiB)), ("2", os.urandom(3 * MiB)), ("3", b"three")):
+        folder = tmp_path / version
+        folder.mkdir()
+        (folder / "app.bin").write_bytes(base + tail)
+        cdp_json(home, "distribute", folder, "--package", "lr", "--version", version, "--to", "dp1")
+    container = container_of(account(home), "lr")
+
+    listed = cdp_json(home, "content", "list", "--package", "lr")
+    (row,) = listed["content"]
+    assert row["distribution_point"] == "dp1" and row["package"] == "lr"
+    assert row["versions"] == ["1", "2", "3"] and row["current"] == "3"
+    assert row["version_bytes"] == {"1": 7 * MiB, "2": 7 * MiB, "3": 4 * MiB + 5}
+    assert row["chunks"] == len(chunk_blobs(container))
+    assert row["stored_bytes"] == sum(chunk_blobs(container).values())
+    everything = cdp(home, "content", "list")
+    assert everything.returncode == 0 and "dp1: lr versions 1" in everything.stdout
+
+    asked = cdp(home, "content", "remove", "--package", "lr", "--version", "1")  # no --yes, no answer
+    assert asked.returncode == 1
+    assert cdp_json(home, "content", "list", "--package", "lr")["content"][0]["versions"] == ["1", "2", "3"]
+
+    before = len(chunk_blobs(container))
+    removed = cdp_json(home, "content", "remove", "--package", "lr", "--version", "1", "--yes")
+    (entry,) = removed["removed"]
+    assert entry["distribution_point"] == "dp1" and entry["chunks_deleted"] > 0
+    assert len(chunk_blobs(container)) == before - entry["chunks_deleted"]
+    assert cdp_json(home, "content", "validate", "--package", "lr", "--version", "2")["ok"] is True
+    assert cdp_json(home, "content", "validate", "--package", "lr")["ok"] is True
+    assert [v for (v,) in state_rows(home, "SELECT version FROM package_versions WHERE package_id = 'lr'"
+                                           " ORDER BY version")] == ["2", "3"]
+
+    # Removing the current version moves `current` to the one that remains newest.
+    cdp_json(home, "content", "remove", "--package", "lr", "--version", "3", "--yes")
+    assert json.loads(container.download_blob("current").readall())["version"] == "2"
+    row = cdp_json(home, "content", "list", "--package", "lr")["content"][0]
+    assert row["versions"] == ["2"] and row["current"] == "2"
+    assert cdp_json(home, "content", "validate", "--package", "lr")["ok"] is True
+
+    unknown = cdp(home, "content", "remove", "--package", "lr", "--version", "9", "--yes")
+    assert unknown.returncode == 2 and "not on any distribution point" in error_lines(unknown.stderr)[0]
+
+
+def test_status_shows_stored_bytes_and_storage_alerts(home):
+    assert cdp(home, "content", "list").returncode == 0  # refreshes the site's chunk index
+    service = account(home)
+    stored = sum(size for c in service.list_containers() for size in chunk_blobs(
+        service.get_container_client(c.name)).values())
+    assert stored > 0
+    usage = cdp_json(home, "status", "dp1")["distribution_points"][0]["storage"]
+    assert usage == {"stored_bytes": stored, "threshold_bytes": 2000 * 1000**3,
+                     "percent": round(100 * stored / (2000 * 1000**3), 2), "alert": None}
+
+    config = Path(home) / "cdp.toml"
+    try:
+        for percent, alert in ((70, "warning"), (95, "critical"), (30, None)):
+            threshold_gb = stored * 100 / percent / 1000**3
+            config.write_text(f"[alerts]\nstorage_threshold_gb = {threshold_gb!r}\n")
+            usage = cdp_json(home, "status")["distribution_points"][0]["storage"]
+            assert usage["alert"] == alert and abs(usage["percent"] - percent) < 0.1, usage
+            human = cdp(home, "status", "dp1").stdout
+            assert f"{stored:,} bytes stored" in human
+            assert (f"ALERT {alert}" in human) if alert else ("ALERT" not in human)
+        config.write_text("[alerts]\nstorage_threshold_gb = 0.0001\nwarning_percent = 10\n"
+                          "critical_percent = 20\n")
+        assert cdp_json(home, "status", "dp1")["distribution_points"][0]["storage"]["alert"] == "critical"
+    finally:
+        config.unlink()
