@@ -17,7 +17,7 @@ from azure.core.exceptions import (
     ServiceRequestError,
 )
 
-from provisioner import arm, templates
+from provisioner import arm, monitoring, templates
 from provisioner.config import GB
 from provisioner.errors import CdpError, UsageError
 from provisioner.site import Site, records
@@ -239,6 +239,8 @@ def teardown(site: Site, name: str, progress: Progress = _quiet) -> dict:
         except (HttpResponseError, ServiceRequestError) as exc:
             raise CdpError(f"teardown of {name} failed: {_arm_message(exc)}; run it again") from None
     records.delete(site.state, name)
+    with site.state.tx() as db:  # its content went with its storage account
+        db.execute("DELETE FROM placements WHERE distribution_point = ?", (name,))
     progress(f"{name}: deleted")
     return {"distribution_point": name, "deleted": record.resource_group}
 
@@ -264,25 +266,9 @@ def _view(site: Site, record: DistributionPointRecord) -> dict:
         "blob_endpoint": record.blob_endpoint, "toolkit_version": record.toolkit_version,
         "template_hash": record.template_hash, "stale": is_stale(site, record),
         "stopped": record.stopped, "error": record.error,
-        "storage": storage_usage(site, record),
+        "storage": monitoring.storage(site, record),
+        "egress": monitoring.egress_of(site, record),
     }
-
-
-def storage_usage(site: Site, record: DistributionPointRecord) -> dict:
-    """Stored bytes (the site's chunk index, refreshed by every distribute and content list)
-    against the storage alert threshold, as Configuration Manager alerts on cloud DP storage."""
-    from provisioner.content.store import ChunkIndex
-
-    alerts = site.config.alerts
-    stored = 0
-    if record.blob_endpoint:
-        stored = ChunkIndex.stored_bytes_under(site.state, record.blob_endpoint.rstrip("/") + "/")
-    threshold = int(alerts.storage_threshold_gb * GB)
-    percent = 100 * stored / threshold
-    alert = ("critical" if percent >= alerts.critical_percent
-             else "warning" if percent >= alerts.warning_percent else None)
-    return {"stored_bytes": stored, "threshold_bytes": threshold, "percent": round(percent, 2),
-            "alert": alert}
 
 
 def _resource_group(conn: arm.Connection, name: str):

@@ -22,6 +22,34 @@ def usage(used: int, threshold_gb: float, alerts: Alerts) -> dict:
             "alert": level(percent, alerts)}
 
 
+def storage(site, record) -> dict:
+    """Stored bytes (the site's chunk index, refreshed by every distribute and content list)
+    against the storage threshold."""
+    from provisioner.content.store import ChunkIndex
+
+    stored = 0
+    if record.blob_endpoint:
+        stored = ChunkIndex.stored_bytes_under(site.state, record.blob_endpoint.rstrip("/") + "/")
+    found = usage(stored, site.config.alerts.storage_threshold_gb, site.config.alerts)
+    return {"stored_bytes": found.pop("bytes"), **found}
+
+
+def egress_of(site, record) -> dict | None:
+    """This month's egress of a deployed distribution point, read live from its storage;
+    ``{"error": ...}`` when storage cannot be read (a stopped local cloud, say)."""
+    from azure.core.exceptions import AzureError
+
+    from provisioner import storage as storage_mod
+    from provisioner.errors import CdpError
+
+    if record.state != "Succeeded" or not record.blob_endpoint:
+        return None
+    try:
+        return egress(storage_mod.blob_service(site, record), site.config.alerts)
+    except (CdpError, AzureError) as exc:
+        return {"error": str(exc).splitlines()[0]}
+
+
 def egress(service, alerts: Alerts, month: str | None = None) -> dict:
     """This month's egress of one distribution point, from its front-end instances' counters."""
     from provisioner.frontend import control

@@ -74,6 +74,14 @@ def _describe_status(result: dict) -> str:
         alert = f"  ALERT {usage['alert']}" if usage["alert"] else ""
         lines.append(f"  storage {usage['stored_bytes']:,} bytes stored, {usage['percent']}% of the "
                      f"{usage['threshold_bytes'] / 1000**3:,g} GB alert threshold{alert}")
+        egress = dp.get("egress")
+        if egress and "error" in egress:
+            lines.append(f"  egress unknown: {egress['error']}")
+        elif egress:
+            alert = f"  ALERT {egress['alert']}" if egress["alert"] else ""
+            cap = f", hard cap {egress['hard_cap_bytes']:,} bytes" if "hard_cap_bytes" in egress else ""
+            lines.append(f"  egress {egress['bytes']:,} bytes in {egress['month']}, {egress['percent']}% of "
+                         f"the {egress['threshold_bytes'] / 1000**3:,g} GB monthly threshold{cap}{alert}")
         if dp["error"]:
             lines.append(f"  error: {dp['error']}")
     return "\n".join(lines)

@@ -1,0 +1,84 @@
+"""Egress: the front end counts what it hands out, `cdp status` shows it live against the
+monthly threshold (alerts at 50 % and 90 %), and a hard cap makes the front end refuse."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from provisioner.localcloud import LocalCloud
+from provisioner.site import Site
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    home = tmp_path_factory.mktemp("egress") / "cdp-home"
+    cloud = LocalCloud(Site.open(home))
+    cloud.start()
+    yield home
+    cloud.stop()
+
+
+def cdp(home, *args):
+    return subprocess.run([sys.executable, "-m", "provisioner", *map(str, args)],
+                          env={**os.environ, "CDP_HOME": str(home)}, input="",
+                          capture_output=True, text=True, timeout=180)
+
+
+def egress(home) -> dict:
+    proc = cdp(home, "status", "dp1", "--json")
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)["distribution_points"][0]["egress"]
+
+
+def wait_for_egress(home, at_least: int) -> dict:
+    deadline = time.monotonic() + 20  # the front end flushes its counter every ~2 s
+    while True:
+        found = egress(home)
+        if found["bytes"] >= at_least or time.monotonic() > deadline:
+            return found
+        time.sleep(0.5)
+
+
+def test_egress_alerts_then_hard_cap(home, tmp_path):
+    assert cdp(home, "provision", "dp1").returncode == 0
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "payload.bin").write_bytes(os.urandom(300_000))
+    assert cdp(home, "distribute", package, "--package", "app", "--version", "1",
+               "--to", "dp1").returncode == 0
+    before = egress(home)
+    assert before["bytes"] == 0 and before["alert"] is None
+    assert before["threshold_bytes"] == 10_000 * 1000**3  # Configuration Manager's default
+
+    # A threshold of 1 MB: one fetch (about 0.3 MB) is not yet 50 %, two are, four pass 90 %.
+    (home / "cdp.toml").write_text("[alerts]\negress_threshold_gb = 0.001\n")
+    bundle = tmp_path / "client.json"
+    assert cdp(home, "token", "issue", "--client", "pc1", "--out", bundle).returncode == 0
+    sizes = []
+    for n in range(4):
+        fetched = cdp(home, "fetch", "--access", bundle, "--package", "app", "--dest", tmp_path / f"d{n}",
+                      "--json")
+        assert fetched.returncode == 0, fetched.stderr
+        counted = wait_for_egress(home, (n + 1) * 300_000)
+        sizes.append((counted["percent"], counted["alert"]))
+    assert sizes[0][1] is None
+    assert sizes[1][1] == "warning" and 50 <= sizes[1][0] < 90
+    assert sizes[3][1] == "critical" and sizes[3][0] >= 90
+    human = cdp(home, "status", "dp1").stdout
+    assert "ALERT critical" in human and "monthly threshold" in human
+
+    # A hard cap below what was handed out: after the front end picks it up, it refuses.
+    (home / "cdp.toml").write_text("[alerts]\negress_threshold_gb = 0.001\negress_hard_cap_gb = 0.001\n")
+    applied = cdp(home, "provision", "dp1")  # the cap is an app setting of the front end
+    assert applied.returncode == 0, applied.stderr
+    assert egress(home)["hard_cap_bytes"] == 1_000_000
+    refused = cdp(home, "fetch", "--access", bundle, "--package", "app", "--dest", tmp_path / "late")
+    assert refused.returncode == 1
+    assert "egress cap" in refused.stderr
+    assert not (tmp_path / "late").exists()
