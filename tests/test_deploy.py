@@ -19,24 +19,15 @@ from provisioner import arm, templates
 from provisioner.localcloud import LocalCloud
 from provisioner.site import Site
 
+from helpers import cdp, local_site
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
-    home = tmp_path_factory.mktemp("deploy") / "cdp-home"
-    cloud = LocalCloud(Site.open(home))
-    cloud.start()
-    yield home
-    cloud.stop()
-
-
-def cdp(home, *args, env=None, timeout=180):
-    proc = subprocess.run([sys.executable, "-m", "provisioner", *map(str, args)],
-                          env={**os.environ, "CDP_HOME": str(home), **(env or {})},
-                          input="", capture_output=True, text=True, timeout=timeout)
-    return proc
-
+    with local_site(tmp_path_factory, "deploy") as home:
+        yield home
 
 def status_of(home, name):
     proc = cdp(home, "status", name, "--json")

@@ -16,8 +16,6 @@ import random
 import re
 import sqlite3
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -26,6 +24,8 @@ from cryptography.hazmat.primitives.keywrap import aes_key_unwrap
 
 from provisioner.localcloud import LocalCloud
 from provisioner.site import Site
+
+from helpers import cdp, cdp_json, error_lines, local_site
 
 MiB = 1024 * 1024
 MARKER = b"CDP-PLAINTEXT-MARKER-"
@@ -38,33 +38,8 @@ RESULT_KEYS = {"distribution_point", "status", "bytes_total", "bytes_uploaded", 
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
-    home = tmp_path_factory.mktemp("distribute") / "cdp-home"
-    cloud = LocalCloud(Site.open(home))
-    cloud.start()
-    try:
-        provisioned = cdp(home, "provision", "dp1")
-        assert provisioned.returncode == 0, provisioned.stderr
+    with local_site(tmp_path_factory, "distribute", provision=("dp1",)) as home:
         yield home
-    finally:
-        cloud.stop()
-
-
-def cdp(home, *args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "provisioner", *map(str, args)],
-                          env={**os.environ, "CDP_HOME": str(home)}, input="",
-                          capture_output=True, text=True, timeout=timeout, check=False)
-
-
-def cdp_json(home, *args, code=0):
-    proc = cdp(home, *args, "--json")
-    assert proc.returncode == code, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-    return json.loads(proc.stdout)
-
-
-def error_lines(stderr: str) -> list[str]:
-    assert "Traceback" not in stderr, stderr
-    return [line for line in stderr.splitlines() if line.startswith("error:")]
-
 
 def account(home, name="dp1"):
     """The distribution point's storage account, as a client holding its key (raw access)."""

@@ -9,8 +9,6 @@ import json
 import os
 import shutil
 import sqlite3
-import subprocess
-import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,54 +19,16 @@ from provisioner import arm
 from provisioner.localcloud import LocalCloud, processes
 from provisioner.site import Site
 
+from helpers import cdp, cdp_json, error_lines, local_site, start_cdp, status_of
+
 REPO = Path(__file__).resolve().parents[1]
 MiB = 1024 * 1024
 
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
-    home = tmp_path_factory.mktemp("distribute-failures") / "cdp-home"
-    cloud = LocalCloud(Site.open(home))
-    cloud.start()
-    try:
-        for name in ("dp1", "dp2"):
-            provisioned = cdp(home, "provision", name)
-            assert provisioned.returncode == 0, provisioned.stderr
+    with local_site(tmp_path_factory, "distribute-failures", provision=("dp1", "dp2")) as home:
         yield home
-    finally:
-        cloud.stop()
-
-
-def command(home, *args) -> tuple[list[str], dict]:
-    return ([sys.executable, "-m", "provisioner", *map(str, args)],
-            {**os.environ, "CDP_HOME": str(home)})
-
-
-def cdp(home, *args, timeout=300):
-    argv, env = command(home, *args)
-    return subprocess.run(argv, env=env, input="", capture_output=True, text=True, timeout=timeout, check=False)
-
-
-def start_cdp(home, *args) -> subprocess.Popen:
-    argv, env = command(home, *args)
-    return subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-
-
-def cdp_json(home, *args, code=0):
-    proc = cdp(home, *args, "--json")
-    assert proc.returncode == code, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-    return json.loads(proc.stdout)
-
-
-def error_lines(stderr: str) -> list[str]:
-    assert "Traceback" not in stderr, stderr
-    return [line for line in stderr.splitlines() if line.startswith("error:")]
-
-
-def status_of(home, name):
-    return cdp_json(home, "status", name)["distribution_points"][0]
-
 
 def account(home, name="dp1"):
     return LocalCloud(Site.open(home)).blob_service_client(status_of(home, name)["storage_account"])

@@ -5,30 +5,18 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 
 import pytest
 
-from provisioner.localcloud import LocalCloud
-from provisioner.site import Site
+
+from helpers import cdp, local_site
 
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
-    home = tmp_path_factory.mktemp("egress") / "cdp-home"
-    cloud = LocalCloud(Site.open(home))
-    cloud.start()
-    yield home
-    cloud.stop()
-
-
-def cdp(home, *args):
-    return subprocess.run([sys.executable, "-m", "provisioner", *map(str, args)],
-                          env={**os.environ, "CDP_HOME": str(home)}, input="",
-                          capture_output=True, text=True, timeout=180)
-
+    with local_site(tmp_path_factory, "egress") as home:
+        yield home
 
 def egress(home) -> dict:
     proc = cdp(home, "status", "dp1", "--json")
