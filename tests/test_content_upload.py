@@ -6,21 +6,15 @@ primitives, the site's state database and its master key file only: not with cdp
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import os
 import random
 import re
 import socket
-import sqlite3
-import stat
 import uuid
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.keywrap import aes_key_unwrap
 
 from provisioner.content import chunking, crypto
 from provisioner.content import keys as keys_mod
@@ -29,6 +23,8 @@ from provisioner.content.store import ChunkIndex, PackageStore, StorageError, cl
 from provisioner.content.upload import PackageVersion, Target, distribute, upload
 from provisioner.errors import CdpError
 from provisioner.site import Site
+
+from independent import restore, snapshot
 
 MiB = 1024 * 1024
 MARKER = b"CDP-PLAINTEXT-MARKER-"
@@ -58,58 +54,6 @@ def new_package() -> str:
 
 
 # -- the independent reader ------------------------------------------------------------------
-
-
-def site_keys(site: Site, package: str) -> tuple[bytes, bytes]:
-    """The package's (content key, id key), straight from the state DB and the master key file."""
-    master = (site.home / "keys" / "master.key").read_bytes()
-    with sqlite3.connect(site.home / "state.db") as db:
-        wrapped = db.execute(
-            "SELECT content_key_wrapped, id_key_wrapped FROM package_keys WHERE package_id = ?", (package,)
-        ).fetchone()
-    return aes_key_unwrap(master, wrapped[0]), aes_key_unwrap(master, wrapped[1])
-
-
-def open_blob(key: bytes, blob: bytes, context: bytes) -> bytes:
-    header, nonce, sealed = blob[:5], blob[5:17], blob[17:]
-    assert header == b"CDPE\x01"
-    return AESGCM(key).decrypt(nonce, sealed, header + context)
-
-
-def restore(container, site: Site, package: str, dest: Path) -> dict:
-    """Rebuild the current version of ``package`` from raw blobs into ``dest``."""
-    content_key, id_key = site_keys(site, package)
-    version = json.loads(container.download_blob("current").readall())["version"]
-    blob = container.download_blob(f"manifests/{version}").readall()
-    doc = json.loads(open_blob(content_key, blob, b"manifest\0" + package.encode() + b"\0" + version.encode()))
-    stream = bytearray()
-    for chunk in doc["chunks"]:
-        data = open_blob(content_key, container.download_blob(f"chunks/{chunk['id']}").readall(),
-                         b"chunk\0" + chunk["id"].encode())
-        assert hmac.new(id_key, data, hashlib.sha256).hexdigest() == chunk["id"]
-        assert len(data) == chunk["size"]
-        stream += data
-    assert len(stream) == doc["size"]
-    for entry in doc["files"]:
-        data = bytes(stream[entry["offset"] : entry["offset"] + entry["size"]])
-        assert hashlib.sha256(data).hexdigest() == entry["sha256"]
-        path = dest / entry["path"]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-        path.chmod(entry["mode"])
-    for folder in doc["dirs"]:
-        (dest / folder["path"]).mkdir(parents=True)
-    return doc
-
-
-def snapshot(root: Path) -> dict:
-    """Every file and folder under ``root``: path -> (mode, bytes) or (mode, None) for a folder."""
-    found = {}
-    for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root).as_posix()
-        mode = stat.S_IMODE(path.stat().st_mode)
-        found[rel] = (None, None) if path.is_dir() else (mode, path.read_bytes())
-    return found
 
 
 # -- trees -----------------------------------------------------------------------------------
@@ -167,7 +111,7 @@ def test_a_mixed_tree_is_stored_encrypted_and_decrypts_independently(site, servi
 
     restored = tmp_path / "restored"
     restored.mkdir()
-    doc = restore(container, site, package, restored)
+    doc = restore(container, site.home, package, restored)
     assert snapshot(restored) == snapshot(source)
     assert doc["package"] == package and doc["version"] == "1.0" and doc["type"] == "application"
     assert index.sizes() == {n.removeprefix("chunks/"): len(d) for n, d in blobs.items() if n.startswith("chunks/")}
@@ -229,7 +173,7 @@ def test_an_interrupted_upload_keeps_the_previous_version_and_resumes(site, serv
 
     rerun = upload(tmp_path / "v2", PackageVersion(package, "2", "package", keys), store, index=index)
     assert store.current() == "2"
-    v2_ids = {c["id"] for c in restore(store.container, site, package, tmp_path / "check")["chunks"]}
+    v2_ids = {c["id"] for c in restore(store.container, site.home, package, tmp_path / "check")["chunks"]}
     already = len(v2_ids & set(stored))
     assert already >= 3
     assert rerun.chunks_uploaded == rerun.chunks_total - already > 0

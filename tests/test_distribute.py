@@ -9,23 +9,20 @@ state database read directly.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import os
 import random
 import re
 import sqlite3
-import stat
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.keywrap import aes_key_unwrap
 
 from provisioner.localcloud import LocalCloud
 from provisioner.site import Site
 
 from helpers import cdp, cdp_json, error_lines, local_site
+from independent import restore, snapshot
 
 MiB = 1024 * 1024
 MARKER = b"CDP-PLAINTEXT-MARKER-"
@@ -61,54 +58,6 @@ def state_rows(home, sql, params=()):
 
 
 # -- the independent reader --------------------------------------------------------------------
-
-
-def package_keys(home, package: str) -> tuple[bytes, bytes]:
-    """(content key, id key) unwrapped with the master key file; no cdp code involved."""
-    master = (Path(home) / "keys" / "master.key").read_bytes()
-    (content, ident), = state_rows(
-        home, "SELECT content_key_wrapped, id_key_wrapped FROM package_keys WHERE package_id = ?", (package,))
-    return aes_key_unwrap(master, content), aes_key_unwrap(master, ident)
-
-
-def open_blob(key: bytes, blob: bytes, context: bytes) -> bytes:
-    header, nonce, sealed = blob[:5], blob[5:17], blob[17:]
-    assert header == b"CDPE\x01"
-    return AESGCM(key).decrypt(nonce, sealed, header + context)
-
-
-def restore(home, container, package: str, dest: Path) -> dict:
-    """Rebuild the current version of ``package`` from the raw blobs into ``dest``."""
-    content_key, id_key = package_keys(home, package)
-    version = json.loads(container.download_blob("current").readall())["version"]
-    sealed = container.download_blob(f"manifests/{version}").readall()
-    doc = json.loads(open_blob(content_key, sealed, b"manifest\0" + package.encode() + b"\0" + version.encode()))
-    stream = bytearray()
-    for chunk in doc["chunks"]:
-        data = open_blob(content_key, container.download_blob(f"chunks/{chunk['id']}").readall(),
-                         b"chunk\0" + chunk["id"].encode())
-        assert hmac.new(id_key, data, hashlib.sha256).hexdigest() == chunk["id"]
-        stream += data
-    assert len(stream) == doc["size"]
-    for entry in doc["files"]:
-        data = bytes(stream[entry["offset"]: entry["offset"] + entry["size"]])
-        assert hashlib.sha256(data).hexdigest() == entry["sha256"]
-        path = dest / entry["path"]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-        path.chmod(entry["mode"])
-    for folder in doc["dirs"]:
-        (dest / folder["path"]).mkdir(parents=True)
-    return doc
-
-
-def snapshot(root: Path) -> dict:
-    """path -> (mode, bytes) for files, (None, None) for folders."""
-    found = {}
-    for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root).as_posix()
-        found[rel] = (None, None) if path.is_dir() else (stat.S_IMODE(path.stat().st_mode), path.read_bytes())
-    return found
 
 
 def random_file(path: Path, size: int) -> None:
@@ -173,7 +122,7 @@ def test_a_mixed_tree_is_stored_encrypted_and_decrypts_independently(home, tmp_p
 
     restored = tmp_path / "restored"
     restored.mkdir()
-    doc = restore(home, container, "tree", restored)
+    doc = restore(container, home, "tree", restored)
     assert snapshot(restored) == snapshot(source)
     assert len(doc["files"]) == 1004 and doc["type"] == "application"
 
@@ -250,7 +199,7 @@ def test_corrupt_and_missing_chunks_are_reported_and_repaired(home, tmp_path):
     assert fixed["chunks_uploaded"] == 2
     assert cdp_json(home, "content", "validate", "--package", "fix")["ok"] is True
     assert json.loads(container.download_blob("current").readall())["version"] == "1.0"
-    restore(home, container, "fix", tmp_path / "check")
+    restore(container, home, "fix", tmp_path / "check")
     assert snapshot(tmp_path / "check") == snapshot(source)
 
     # A source that changed since is not used to "repair" the version.

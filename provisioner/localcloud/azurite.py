@@ -10,19 +10,18 @@ from __future__ import annotations
 
 import base64
 import fcntl
-import http.client
 import json
 import os
 import re
 import secrets
 import shutil
-import ssl
 import subprocess
 from pathlib import Path
 from typing import Callable
 
 import provisioner
 from provisioner.errors import CdpError, UsageError
+from provisioner.localcloud import processes
 from provisioner.site.keys import write_private
 
 EMULATOR_ACCOUNT = "devstoreaccount1"
@@ -109,22 +108,9 @@ def blob_endpoint(port: int, account: str = EMULATOR_ACCOUNT) -> str:
 
 
 def answer_check(port: int, ca_bundle: Path) -> Callable[[], None]:
-    """A check that raises OSError until the blob service answers over verified TLS."""
-    context = ssl.create_default_context(cafile=str(ca_bundle))
-
-    def check() -> None:
-        conn = http.client.HTTPSConnection(HOST, port, context=context, timeout=5)
-        try:
-            # Any HTTP answer (an unsigned request gets 403) means the service is up.
-            conn.request("GET", f"/{EMULATOR_ACCOUNT}?comp=list")
-            conn.getresponse().read()
-        except http.client.HTTPException as exc:
-            raise OSError(f"bad HTTP answer: {exc!r}") from None
-        finally:
-            conn.close()
-
-    return check
-
+    """Raises OSError until the blob service answers over verified TLS (any HTTP answer
+    counts: an unsigned request gets 403)."""
+    return processes.https_probe(HOST, port, ca_bundle, f"/{EMULATOR_ACCOUNT}?comp=list")
 
 # -- storage accounts --------------------------------------------------------------------------
 

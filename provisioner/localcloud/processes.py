@@ -7,9 +7,11 @@ serves), so a pid file left behind after a reboot never makes us signal someone 
 
 from __future__ import annotations
 
+import http.client
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from pathlib import Path
@@ -195,3 +197,25 @@ def _proc_state(pid: int) -> str:
         return ""
     # "pid (comm) S ..."; comm may contain spaces or parentheses, so split after the last ")".
     return stat.rpartition(")")[2].split()[0] if ")" in stat else ""
+
+
+def https_probe(host: str, port: int, ca_bundle: Path, path: str,
+                want_status: int | None = None) -> Callable[[], None]:
+    """A check for :func:`wait_ready`: raises OSError until ``GET path`` gets an HTTP answer
+    over TLS verified with ``ca_bundle`` (and, with ``want_status``, that status)."""
+    context = ssl.create_default_context(cafile=str(ca_bundle))
+
+    def check() -> None:
+        conn = http.client.HTTPSConnection(host, port, context=context, timeout=5)
+        try:
+            conn.request("GET", path)
+            response = conn.getresponse()
+            response.read()
+        except http.client.HTTPException as exc:
+            raise OSError(f"bad HTTP answer: {exc!r}") from None
+        finally:
+            conn.close()
+        if want_status is not None and response.status != want_status:
+            raise OSError(f"GET {path} answered {response.status}")
+
+    return check

@@ -9,9 +9,7 @@ site recorded stays valid.
 
 from __future__ import annotations
 
-import http.client
 import os
-import ssl
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -96,16 +94,4 @@ def command(python: str, *, home: Path, port: int) -> list[str]:
 def answer_check(port: int, ca_bundle: Path) -> Callable[[], None]:
     """Raises OSError until the endpoint answers over TLS verified with the local CA (any
     HTTP answer counts: an unauthenticated request gets 401)."""
-    context = ssl.create_default_context(cafile=str(ca_bundle))
-
-    def check() -> None:
-        conn = http.client.HTTPSConnection(HOST, port, context=context, timeout=5)
-        try:
-            conn.request("GET", "/subscriptions")
-            conn.getresponse().read()
-        except http.client.HTTPException as exc:
-            raise OSError(f"bad HTTP answer: {exc!r}") from None
-        finally:
-            conn.close()
-
-    return check
+    return processes.https_probe(HOST, port, ca_bundle, "/subscriptions")

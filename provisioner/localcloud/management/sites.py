@@ -10,10 +10,8 @@ as ours (the ``--data-dir`` argument), so a stale pid never makes us signal a st
 from __future__ import annotations
 
 import hashlib
-import http.client
 import json
 import os
-import ssl
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -84,22 +82,7 @@ def host_name(local: dict[str, Any]) -> str:
 
 def health_check(port: int, ca_bundle: Path) -> Callable[[], None]:
     """Raises OSError until ``GET /health`` answers 200 over TLS verified with the local CA."""
-    context = ssl.create_default_context(cafile=str(ca_bundle))
-
-    def check() -> None:
-        conn = http.client.HTTPSConnection(HOST, port, context=context, timeout=5)
-        try:
-            conn.request("GET", "/health")
-            response = conn.getresponse()
-            response.read()
-        except http.client.HTTPException as exc:
-            raise OSError(f"bad HTTP answer: {exc!r}") from None
-        finally:
-            conn.close()
-        if response.status != 200:
-            raise OSError(f"GET /health answered {response.status}")
-
-    return check
+    return processes.https_probe(HOST, port, ca_bundle, "/health", want_status=200)
 
 
 def _fingerprint(settings: dict[str, str], extra_env: dict[str, str]) -> str:
