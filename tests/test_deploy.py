@@ -63,6 +63,14 @@ def test_provision_status_and_health(home):
     assert dp["storage_sku"] == "Standard_LRS" and not dp["stale"]
     assert dp["service_url"].startswith("https://")
     assert health(dp["service_url"], str(LocalCloud(Site.open(home)).ca_bundle)) == 200
+    # The front end runs from the toolkit's run-from-package zip, as the web app would on Azure.
+    pids = [line.split()[0] for line in subprocess.run(
+        ["pgrep", "-af", "provisioner.frontend"], capture_output=True, text=True).stdout.splitlines()
+        if str(home) in line]
+    assert pids
+    environ = Path(f"/proc/{pids[0]}/environ").read_bytes().split(b"\0")
+    package = [e for e in environ if e.startswith(b"PYTHONPATH=")][0].split(b"=", 1)[1].decode()
+    assert Path(package).name.startswith("frontend-") and Path(package).suffix == ".zip"
     # The deployment is visible through the SDK as Azure would show it.
     deployment = connection(home).deployments.deployments.get(dp["resource_group"], "cdp-dp1")
     assert deployment.properties.provisioning_state == "Succeeded"

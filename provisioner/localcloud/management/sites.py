@@ -31,6 +31,20 @@ class FrontEnds:
     def __init__(self, folder: Path, certs: CertPaths) -> None:
         self.folder = folder
         self.certs = certs
+        self._package: Path | None = None
+
+    def app_package(self) -> Path:
+        """The run-from-package zip every local site runs, as a web app on Azure would: built
+        by the toolkit once per endpoint process, named by its hash (its bytes are deterministic)."""
+        if self._package is None:
+            from provisioner.frontend.package import build_app_package
+
+            built = build_app_package(self.folder.parent / "app" / "frontend.zip")
+            digest = hashlib.sha256(built.read_bytes()).hexdigest()[:16]
+            named = built.with_name(f"frontend-{digest}.zip")
+            os.replace(built, named)
+            self._package = named
+        return self._package
 
     def data_dir(self, name: str) -> Path:
         return self.folder / name.lower()
@@ -42,7 +56,7 @@ class FrontEnds:
             local: dict[str, Any] | None) -> dict[str, Any]:
         """Make site ``name`` run with ``settings``: keep a process that already does, else
         (re)start it on its previous port if free. Returns the new ``local`` record."""
-        fingerprint = _fingerprint(settings, extra_env)
+        fingerprint = _fingerprint(settings, {**extra_env, "package": self.app_package().name})
         if self.running(local) and local.get("fingerprint") == fingerprint:
             return local
         if local and self.running(local):
@@ -53,6 +67,7 @@ class FrontEnds:
         port = processes.pick_port((local or {}).get("port"))
         env = {k: v for k, v in os.environ.items() if k not in HIDDEN_ENV}
         env.update(extra_env)
+        env["PYTHONPATH"] = str(self.app_package())  # the app package's code, not the repo's
         env["WEBSITE_HOSTNAME"] = f"{HOST}:{port}"
         env.update(settings)
         argv = [sys.executable, "-m", "provisioner.frontend", "--host", HOST, "--port", str(port),
