@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from provisioner.cli.main import cli
 from provisioner.cli.output import Output, command
-from provisioner.localcloud import LocalCloud
+
+if TYPE_CHECKING:
+    from provisioner.localcloud import LocalCloud
 
 
 @cli.group("local")
@@ -17,6 +19,9 @@ def local_group():
 
 
 def _cloud(out: Output) -> LocalCloud:
+    # Imported here, not at the top: every other command starts faster without it.
+    from provisioner.localcloud import LocalCloud
+
     return LocalCloud(progress=out.info)
 
 

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import click
 
-from provisioner import templates
 from provisioner.cli.main import cli
 from provisioner.cli.output import command
 from provisioner.errors import UsageError
@@ -23,6 +22,8 @@ from provisioner.site import Site
 @click.option("--fqdn", help="Custom host name clients use to reach the distribution point.")
 def render_cmd(out, name, out_dir, region, instances, fqdn):
     """Write the ARM templates and parameter files a provision of NAME would deploy."""
+    from provisioner import templates  # here: every other command starts faster
+
     # Check what was typed before touching the site or the output folder.
     spec = templates.Spec(name=name, region=region, instances=instances, fqdn=fqdn).checked()
     if out_dir.exists() and not out_dir.is_dir():

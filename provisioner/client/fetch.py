@@ -11,7 +11,7 @@ For each source in the bundle's order until one completes the version:
    ``2 * workers`` chunks in memory), each checked (GCM tag, then its keyed id) before its
    bytes are written into the staging area.
 
-A source that stops answering (after azure-storage-blob's retries), lacks a chunk, or serves a
+A source that stops answering (after azure-core's retries), lacks a chunk, or serves a
 damaged one is reported and the next source continues where it stopped: what is staged stays.
 Once every chunk is in, each file's SHA-256 is checked and the files are moved into DIR.
 If no source serves an intact copy, the fetch fails naming the damaged file and its chunk, the
@@ -29,10 +29,8 @@ from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from azure.core.exceptions import AzureError, ResourceNotFoundError
-from azure.storage.blob import ContainerClient
-
 from provisioner.access import Bundle
+from provisioner.client.blobs import BlobUnavailable, Container
 from provisioner.client.placement import Placement
 from provisioner.client.sources import Attempts, Location, Refused, Report, ask, trust
 from provisioner.client.staging import DamagedFile, Destination, Stage
@@ -40,17 +38,10 @@ from provisioner.content import crypto
 from provisioner.content.keys import PackageKeys
 from provisioner.content.layout import check_package_id, check_version, chunk_blob, manifest_blob
 from provisioner.content.manifest import unseal
-from provisioner.content.store import describe
 from provisioner.errors import CdpError
 
-WORKERS = 8
+WORKERS = 8  # at most azure-core's pool of 10 connections per host
 Progress = Callable[[int, int], None]  # (bytes just done, total bytes of the version)
-
-
-def _storage_options(verify: bool | str) -> dict:
-    """azure-storage-blob's client options: a few quick retries, then the next source."""
-    return {"retry_total": 3, "initial_backoff": 0.5, "increment_base": 2, "random_jitter_range": 0.5,
-            "connection_timeout": 10, "read_timeout": 30, "connection_verify": verify}
 
 
 @dataclass
@@ -123,8 +114,7 @@ def fetch(bundle: Bundle, package: str, dest: Path, version: str | None = None, 
                 held.callback(_close, run)
                 locked = True
             try:
-                with ContainerClient.from_container_url(location.container_url, credential=location.sas,
-                                                        **_storage_options(verify(source))) as container:
+                with Container(location.container_url, location.sas, verify(source)) as container:
                     if run.placement is None:
                         _begin(run, container, location, report)
                     _download(run, container)
@@ -155,7 +145,7 @@ def _close(run: _Run) -> None:
         run.stage.close()
 
 
-def _begin(run: _Run, container: ContainerClient, location: Location, report: Report) -> None:
+def _begin(run: _Run, container: Container, location: Location, report: Report) -> None:
     """Get and check the manifest, stage the version, and take every chunk found on disk."""
     blob = _get(container, manifest_blob(location.version), f"the manifest of {location.package} {location.version}")
     try:
@@ -187,12 +177,12 @@ def _begin(run: _Run, container: ContainerClient, location: Location, report: Re
            f" {len(run.placement.places)} chunks ({need:,} bytes) to download")
 
 
-def _download(run: _Run, container: ContainerClient) -> None:
+def _download(run: _Run, container: Container) -> None:
     """Download, check and stage every chunk not staged yet."""
     def get(chunk_id: str) -> None:
         blob = _get(container, chunk_blob(chunk_id), f"chunk {chunk_id}")
         try:
-            data = crypto.decrypt_chunk(run.keys.content_key, chunk_id, blob, run.keys.id_key)
+            data = crypto.decrypt_chunk(run.keys.content_key, chunk_id, memoryview(blob), run.keys.id_key)
         except crypto.CorruptContent as exc:
             raise _damaged(run, chunk_id, str(exc).split(" is damaged: ", 1)[-1]) from None
         if len(data) != run.placement.sizes[chunk_id]:
@@ -208,13 +198,11 @@ def _damaged(run: _Run, chunk_id: str, why: str) -> DamagedChunk:
     return DamagedChunk(f"file {files} is damaged (chunk {chunk_id}: {why})")
 
 
-def _get(container: ContainerClient, name: str, what: str) -> bytes:
+def _get(container: Container, name: str, what: str) -> bytearray:
     try:
-        return container.download_blob(name, max_concurrency=1).readall()
-    except ResourceNotFoundError:
-        raise SourceDown(f"{what} is not in its storage") from None
-    except AzureError as exc:
-        raise SourceDown(f"its storage failed ({describe(exc)})") from None
+        return container.get(name)
+    except BlobUnavailable as exc:
+        raise SourceDown(f"{what} is not in its storage" if exc.missing else str(exc)) from None
 
 
 def _each(items: Iterable[str], job: Callable[[str], None], workers: int) -> None:
