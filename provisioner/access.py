@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -38,6 +37,7 @@ from provisioner.content.keys import PackageKeys
 from provisioner.content.layout import check_package_id
 from provisioner.errors import CdpError, UsageError
 from provisioner.site import Site, records
+from provisioner.site.keys import replace_private
 
 FORMAT = 1
 SUMMARY_FIELDS = ("client", "expires_at", "packages", "sources")  # what --json shows: no secret
@@ -198,19 +198,7 @@ def write_bundle(data: dict[str, Any], path: Path) -> Path:
         raise UsageError(f"--out {path} is a folder; give a file name")
     if not path.parent.is_dir():
         raise UsageError(f"--out {path}: folder {path.parent} does not exist")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    replace_private(path, json.dumps(data, indent=2) + "\n")
     return path
 
 

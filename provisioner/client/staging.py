@@ -42,6 +42,7 @@ from provisioner.client.placement import STATE_DIR, Placement, read_span
 from provisioner.content import crypto
 from provisioner.content.layout import check_package_id
 from provisioner.errors import CdpError, UsageError
+from provisioner.site.keys import replace_private
 
 READ_BLOCK = 1024 * 1024
 MODE_BITS = 0o777  # permissions as distributed; set-id and sticky bits are not restored
@@ -367,14 +368,4 @@ def _fsync_dir(folder: Path) -> None:
 
 def _write_json(path: Path, data: dict) -> None:
     """Write ``path`` atomically, mode 0600."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, ensure_ascii=False)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    replace_private(path, json.dumps(data, ensure_ascii=False))

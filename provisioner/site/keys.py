@@ -31,3 +31,20 @@ def secret_file(path: Path, nbytes: int) -> bytes:
     if mode & 0o077:
         raise CdpError(f"key file {path} is readable by others (mode {mode:o}); chmod 600 it")
     return data
+
+
+def replace_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (a temporary file, fsync, rename), readable only by
+    its owner from the first byte; replaces an older file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
