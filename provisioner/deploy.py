@@ -17,7 +17,7 @@ from azure.core.exceptions import (
     ServiceRequestError,
 )
 
-from provisioner import arm, monitoring, templates
+from provisioner import __version__, arm, monitoring, templates
 from provisioner.config import GB
 from provisioner.errors import CdpError, UsageError
 from provisioner.site import Site, records
@@ -245,26 +245,32 @@ def teardown(site: Site, name: str, progress: Progress = _quiet) -> dict:
     return {"distribution_point": name, "deleted": record.resource_group}
 
 
-def is_stale(site: Site, record: DistributionPointRecord) -> bool:
-    current = templates.render_templates(
-        site.config.templates_dir or templates.default_templates_dir())
-    return (record.template_hash != current.template_hash
-            or record.toolkit_version != templates.provisioner.__version__)
+def current_template_hash(site: Site) -> str:
+    """The hash of the templates a deployment made now would use."""
+    return templates.render_templates(
+        site.config.templates_dir or templates.default_templates_dir()).template_hash
+
+
+def is_stale(site: Site, record: DistributionPointRecord, current_hash: str | None = None) -> bool:
+    """Whether ``record`` runs other templates or another toolkit version than the current ones."""
+    current_hash = current_hash or current_template_hash(site)
+    return record.template_hash != current_hash or record.toolkit_version != __version__
 
 
 def status(site: Site, name: str | None = None) -> dict:
     rows = [records.require(site.state, name)] if name else records.all_records(site.state)
-    return {"distribution_points": [_view(site, record) for record in rows]}
+    current_hash = current_template_hash(site)  # rendered once, not once per distribution point
+    return {"distribution_points": [_view(site, record, current_hash) for record in rows]}
 
 
-def _view(site: Site, record: DistributionPointRecord) -> dict:
+def _view(site: Site, record: DistributionPointRecord, current_hash: str | None = None) -> dict:
     return {
         "name": record.name, "target": record.target, "state": record.state,
         "region": record.region, "resource_group": record.resource_group,
         "instances": record.instances, "storage_account": record.storage_account,
         "storage_sku": "Standard_LRS", "service_url": record.service_url,
         "blob_endpoint": record.blob_endpoint, "toolkit_version": record.toolkit_version,
-        "template_hash": record.template_hash, "stale": is_stale(site, record),
+        "template_hash": record.template_hash, "stale": is_stale(site, record, current_hash),
         "stopped": record.stopped, "error": record.error,
         "storage": monitoring.storage(site, record),
         "egress": monitoring.egress_of(site, record),
