@@ -7,12 +7,10 @@ primitives, the site's state database and its master key file only: not with cdp
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 import socket
 import uuid
-from pathlib import Path
 
 import pytest
 
@@ -25,9 +23,9 @@ from provisioner.errors import CdpError
 from provisioner.site import Site
 
 from independent import restore, snapshot
+from trees import MARKER, mixed_tree
 
 MiB = 1024 * 1024
-MARKER = b"CDP-PLAINTEXT-MARKER-"
 
 
 def random_bytes(n: int, seed: int) -> bytes:
@@ -57,29 +55,6 @@ def new_package() -> str:
 
 
 # -- trees -----------------------------------------------------------------------------------
-
-
-def mixed_tree(root: Path) -> None:
-    """Nested folders, spaces, non-ASCII, an empty file and folder, 20 MiB, 1,000 small files."""
-    big = bytearray(random_bytes(20 * MiB, 7))
-    for n, at in enumerate(range(0, len(big), 5 * MiB)):
-        marker = MARKER + b"BIG-%d" % n
-        big[at + 1000 : at + 1000 + len(marker)] = marker
-    files = {
-        "tools/setup program.exe": bytes(big),
-        "docs/Ärger mit Umlauten/naïve café ✓.txt": MARKER + "ÄÖÜ naïve".encode(),
-        "docs/empty.txt": b"",
-        "a b c/d e f/g h.cfg": MARKER + b"spaces all the way down",
-    }
-    for i in range(1000):
-        filler = os.urandom(random.Random(i).randrange(10, 3000))
-        files[f"small/{i // 100:02d}/file {i:04d}.txt"] = MARKER + b"%04d " % i + filler
-    for rel, data in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-    (root / "tools/setup program.exe").chmod(0o755)
-    (root / "empty folder/inside too").mkdir(parents=True)
 
 
 def test_a_mixed_tree_is_stored_encrypted_and_decrypts_independently(site, service, tmp_path):

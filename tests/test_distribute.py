@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import random
 import re
 import sqlite3
 from pathlib import Path
@@ -23,9 +22,9 @@ from provisioner.site import Site
 
 from helpers import cdp, cdp_json, error_lines, local_site
 from independent import restore, snapshot
+from trees import MARKER, mixed_tree
 
 MiB = 1024 * 1024
-MARKER = b"CDP-PLAINTEXT-MARKER-"
 RESULT_KEYS = {"distribution_point", "status", "bytes_total", "bytes_uploaded", "chunks_total",
                "chunks_uploaded", "seconds", "error"}
 
@@ -65,30 +64,6 @@ def random_file(path: Path, size: int) -> None:
     with path.open("wb") as out:
         for _ in range(0, size, MiB):
             out.write(os.urandom(MiB))
-
-
-def mixed_tree(root: Path) -> None:
-    """Nested folders, spaces, non-ASCII names, an empty file and folder, 20 MiB, 1,000 small files."""
-    big = bytearray(os.urandom(20 * MiB))
-    for n, at in enumerate(range(0, len(big), 4 * MiB)):
-        marker = MARKER + b"BIG-%d" % n
-        big[at + 999: at + 999 + len(marker)] = marker
-    files = {
-        "tools/setup program.exe": bytes(big),
-        "docs/Ärger mit Umlauten/naïve café ✓.txt": MARKER + "ÄÖÜ naïve".encode(),
-        "docs/empty.txt": b"",
-        "a b c/d e f/g h.cfg": MARKER + b"spaces all the way down",
-    }
-    for i in range(1000):
-        files[f"small/{i // 100:02d}/file {i:04d}.txt"] = (
-            MARKER + b"%04d " % i + os.urandom(random.Random(i).randrange(10, 3000)))
-    for rel, data in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-    (root / "tools/setup program.exe").chmod(0o755)
-    (root / "docs/Ärger mit Umlauten/naïve café ✓.txt").chmod(0o600)
-    (root / "empty folder/inside too").mkdir(parents=True)
 
 
 # -- the tests ---------------------------------------------------------------------------------
