@@ -31,7 +31,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from provisioner import tokens
 from provisioner.content import keys as package_keys
 from provisioner.content.keys import PackageKeys
 from provisioner.content.layout import check_package_id
@@ -143,12 +142,16 @@ def known_packages(site: Site) -> list[str]:
             site.state.query("SELECT package_id FROM package_keys ORDER BY package_id")]
 
 
-def build_bundle(site: Site, client_id: str, packages: list[str] | None = None, ttl: int = tokens.DEFAULT_TTL,
+def build_bundle(site: Site, client_id: str, packages: list[str] | None = None, ttl: int | None = None,
           prefer_region: str | None = None, warn: Callable[[str], None] = lambda message: None,
           now: float | None = None) -> dict[str, Any]:
     """Build the access bundle (a dict to write with :func:`write_bundle`).
 
-    ``packages`` None or empty: every package the site knows now, listed in the token."""
+    ``packages`` None or empty: every package the site knows now, listed in the token; ``ttl``
+    None: the token's default lifetime (24 hours)."""
+    from provisioner import tokens  # here: a client reading its bundle needs no JWT library
+
+    ttl = tokens.DEFAULT_TTL if ttl is None else ttl
     tokens.check_client_id(client_id)
     wanted = list(dict.fromkeys(check_package_id(p) for p in packages)) if packages else known_packages(site)
     if not wanted:

@@ -109,13 +109,14 @@ def _validate_on(site: Site, store, name: str, keys, version: str | None, info: 
         info(f"{name}: validating {keys.package_id} {ver}")
         try:
             document = manifest_mod.unseal(store.get_manifest(ver), keys, ver)
+            manifest_mod.locations(document)  # says where every chunk is stored
         except MissingContent:
             reports.append(_report(name, ver, error=f"the manifest of {ver} is missing", repairable=True))
             continue
         except CdpError as exc:
             reports.append(_report(name, ver, error=str(exc), repairable=True))
             continue
-        damaged = store.damaged_chunks(keys, document["chunks"])
+        damaged = store.damaged_chunks(keys, document)
         reports.append(_report(
             name, ver, ok=not damaged, chunks=len(document["chunks"]), repairable=bool(damaged),
             missing=sorted(c for c, p in damaged.items() if p == "missing"),
@@ -229,11 +230,11 @@ def _remove_from(site: Site, store, name: str, keys, version: str | None, info: 
     index = ChunkIndex(site.state, store.location)
     if version is None:
         info(f"{name}: deleting package {package}")
-        stored = store.chunk_sizes()
+        stored, packs = store.chunk_sizes(), store.pack_sizes()
         store.delete()
         index.replace({})
         return {"distribution_point": name, "version": None, "current": None, "error": None,
-                "chunks_deleted": len(stored), "bytes_freed": sum(stored.values())}
+                "chunks_deleted": len(stored), "bytes_freed": sum(packs.values())}
     remaining = [v for v in store.versions() if v != version]
     current = store.current()
     if current == version or current is None:  # never leave current on a version about to go

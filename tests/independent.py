@@ -41,10 +41,13 @@ def restore(container, home: Path, package: str, dest: Path) -> dict:
     version = json.loads(container.download_blob("current").readall())["version"]
     sealed = container.download_blob(f"manifests/{version}").readall()
     doc = json.loads(open_blob(content_key, sealed, b"manifest\0" + package.encode() + b"\0" + version.encode()))
+    where = {chunk_id: (pack, offset) for pack, chunks in doc["packs"].items() for chunk_id, offset in chunks}
+    packs = {pack: container.download_blob(f"packs/{pack}").readall() for pack in doc["packs"]}
     stream = bytearray()
     for chunk in doc["chunks"]:
-        data = open_blob(content_key, container.download_blob(f"chunks/{chunk['id']}").readall(),
-                         b"chunk\0" + chunk["id"].encode())
+        pack, offset = where[chunk["id"]]
+        stored = packs[pack][offset: offset + len(HEADER) + 12 + chunk["size"] + 16]
+        data = open_blob(content_key, stored, b"chunk\0" + chunk["id"].encode())
         assert hmac.new(id_key, data, hashlib.sha256).hexdigest() == chunk["id"]
         assert len(data) == chunk["size"]
         stream += data

@@ -11,7 +11,7 @@ import sqlite3
 
 import pytest
 
-from provisioner.content import chunking, crypto, layout
+from provisioner.content import chunking, crypto, layout, manifest
 from provisioner.content import keys as keys_mod
 from provisioner.errors import CdpError, UsageError
 from provisioner.site.state import State
@@ -61,13 +61,34 @@ def test_current_pointer_round_trip_and_damage():
             layout.parse_current(damaged)
 
 
-def test_chunk_blob_names():
-    chunk_id = "ab" * 32
-    assert layout.chunk_id_of(layout.chunk_blob(chunk_id)) == chunk_id
-    assert layout.chunk_id_of("chunks/nothex") is None
-    assert layout.chunk_id_of("manifests/" + chunk_id) is None
+def test_pack_blob_names_and_metadata():
+    pack_id = "cd" * 16
+    assert layout.pack_id_of(layout.pack_blob(pack_id)) == pack_id
+    assert layout.pack_id_of("packs/nothex") is None
+    assert layout.pack_id_of("manifests/" + pack_id) is None
     with pytest.raises(ValueError):
-        layout.chunk_blob("../current")
+        layout.pack_blob("../current")
+    chunks = [("ab" * 32, 100), ("ef" * 32, 7)]
+    metadata = layout.pack_metadata(chunks)
+    assert layout.parse_pack_metadata(metadata) == [("ab" * 32, 0, 100), ("ef" * 32, 100, 7)]
+    assert layout.parse_pack_metadata({"Chunks": metadata["chunks"]}) == layout.parse_pack_metadata(metadata)
+    for foreign in (None, {}, {"chunks": ""}, {"chunks": "xyz:1"}, {"chunks": "ab" * 32 + ":-1"}):
+        assert layout.parse_pack_metadata(foreign) is None
+
+
+def test_manifest_locations_per_distribution_point():
+    document = {"package": "p", "version": "1", "chunks": [{"id": "ab" * 32, "size": 10},
+                {"id": "ef" * 32, "size": 5}, {"id": "ab" * 32, "size": 10}]}
+    located = manifest.locate(document, {"ab" * 32: ("1" * 32, 0, 10 + crypto.OVERHEAD),
+                                         "ef" * 32: ("2" * 32, 64, 5 + crypto.OVERHEAD)})
+    assert located["packs"] == {"1" * 32: [["ab" * 32, 0]], "2" * 32: [["ef" * 32, 64]]}
+    assert manifest.content(located) == document
+    assert manifest.locations(located) == {"ab" * 32: ("1" * 32, 0, 10 + crypto.OVERHEAD),
+                                           "ef" * 32: ("2" * 32, 64, 5 + crypto.OVERHEAD)}
+    for broken in ({}, {"1" * 32: [["ab" * 32, 0]]}, {"x": [["ab" * 32, 0]], "2" * 32: [["ef" * 32, 64]]},
+                   {"1" * 32: [["ab" * 32, -1]], "2" * 32: [["ef" * 32, 64]]}):
+        with pytest.raises(CdpError, match="does not say where"):
+            manifest.locations({**document, "packs": broken})
 
 
 # keys

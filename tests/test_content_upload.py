@@ -6,6 +6,7 @@ primitives, the site's state database and its master key file only: not with cdp
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import re
@@ -16,13 +17,16 @@ import pytest
 
 from provisioner.content import chunking, crypto
 from provisioner.content import keys as keys_mod
+from provisioner.content import layout
 from provisioner.content.layout import container_name
+from provisioner.content.manifest import unseal
 from provisioner.content.store import ChunkIndex, PackageStore, StorageError, client_options
 from provisioner.content.upload import PackageVersion, Target, distribute, upload
 from provisioner.errors import CdpError
 from provisioner.site import Site
 
 from independent import restore, snapshot
+from packs import corrupt_chunk, drop_pack_of, stored_chunks
 from trees import MARKER, mixed_tree
 
 MiB = 1024 * 1024
@@ -76,8 +80,12 @@ def test_a_mixed_tree_is_stored_encrypted_and_decrypts_independently(site, servi
 
     container = store.container
     blobs = {b.name: container.download_blob(b.name).readall() for b in container.list_blobs()}
-    assert set(blobs) == {"current", "manifests/1.0"} | {n for n in blobs if re.fullmatch(r"chunks/[0-9a-f]{64}", n)}
-    assert len(blobs) == result.chunks_total + 2
+    packs = {n for n in blobs if re.fullmatch(r"packs/[0-9a-f]{32}", n)}
+    assert set(blobs) == {"current", "manifests/1.0"} | packs
+    where = stored_chunks(container)
+    assert len(where) == result.chunks_total  # the tree has no repeated chunk
+    assert {pack for pack, _, _ in where.values()} == packs
+    assert all(sum(size for p, _, size in where.values() if p == pack) == len(blobs[pack]) for pack in packs)
     for name, data in blobs.items():
         assert MARKER not in data, name
         for file_name in ("naïve".encode(), "Ärger".encode(), b"setup program", b"file 0001"):
@@ -89,7 +97,7 @@ def test_a_mixed_tree_is_stored_encrypted_and_decrypts_independently(site, servi
     doc = restore(container, site.home, package, restored)
     assert snapshot(restored) == snapshot(source)
     assert doc["package"] == package and doc["version"] == "1.0" and doc["type"] == "application"
-    assert index.sizes() == {n.removeprefix("chunks/"): len(d) for n, d in blobs.items() if n.startswith("chunks/")}
+    assert index.sizes() == {chunk_id: size for chunk_id, (_, _, size) in where.items()}
     assert ChunkIndex.stored_bytes_under(site.state, service.url) == index.stored_bytes() == sum(index.sizes().values())
 
     again = upload(source, release, store, index=index)
@@ -124,7 +132,7 @@ def test_an_interrupted_upload_keeps_the_previous_version_and_resumes(site, serv
     store = new_store(service, package)
     index = ChunkIndex(site.state, store.location)
     (tmp_path / "v1").write_bytes(b"version one")
-    (tmp_path / "v2").write_bytes(random_bytes(24 * MiB, 21))
+    (tmp_path / "v2").write_bytes(random_bytes(64 * MiB, 21))
     upload(tmp_path / "v1", PackageVersion(package, "1", "package", keys), store)
 
     class Interrupted(Exception):
@@ -167,6 +175,18 @@ def dead_store(package: str) -> PackageStore:
     return PackageStore(client)
 
 
+class LeasedSecondPack(PackageStore):
+    """Real storage that refuses the second pack stored in it: just before it is written, a blob
+    under a lease takes its name, so storage answers 412 (a lease is held and none was given)."""
+
+    packs = itertools.count(1)
+
+    def put_pack(self, pack_id: str, blob: bytes, chunks: list) -> None:
+        if next(self.packs) == 2:
+            self.container.upload_blob(layout.pack_blob(pack_id), b"damaged").acquire_lease(lease_duration=-1)
+        super().put_pack(pack_id, blob, chunks)
+
+
 def test_one_failing_distribution_point_does_not_stop_the_others(site, service, tmp_path):
     package = new_package()
     keys = keys_mod.get_or_create(site.state, site.master_key(), package)
@@ -177,8 +197,8 @@ def test_one_failing_distribution_point_does_not_stop_the_others(site, service, 
     # Storage refuses one chunk in the middle of the stream: a damaged blob under a lease.
     with (tmp_path / "v2").open("rb") as fh:
         ids = [crypto.chunk_id(keys.id_key, piece.data) for piece in chunking.cut(fh)]
-    blocker = breaks.container.upload_blob(f"chunks/{ids[len(ids) // 2]}", b"damaged")
-    blocker.acquire_lease(lease_duration=-1)
+    assert len(ids) > 4  # more than one pack of chunks
+    breaks = LeasedSecondPack(breaks.container)
     targets = [Target("good", good), Target("down", down), Target("breaks", breaks)]
 
     outcome = distribute(tmp_path / "v2", PackageVersion(package, "2", "application", keys), targets)
@@ -203,30 +223,38 @@ def test_validate_repair_and_garbage_collection(site, service, tmp_path):
     (tmp_path / "v1").mkdir()
     (tmp_path / "v2").mkdir()
     (tmp_path / "v1/a.bin").write_bytes(random_bytes(3 * MiB, 41))
-    (tmp_path / "v2/a.bin").write_bytes(random_bytes(3 * MiB, 42))
+    (tmp_path / "v2/a.bin").write_bytes(random_bytes(12 * MiB, 42))
     upload(tmp_path / "v1", PackageVersion(package, "1", "package", keys), store)
     outcome = distribute(tmp_path / "v2", PackageVersion(package, "2", "package", keys), [Target("dp", store)])
     chunks = outcome.manifest["chunks"]
-    assert store.damaged_chunks(keys, chunks) == {}
 
-    corrupt, missing = chunks[0]["id"], chunks[-1]["id"]
-    blob = bytearray(store.get_chunk(corrupt))
-    blob[-1] ^= 0xFF
-    store.put_chunk(corrupt, bytes(blob), overwrite=True)
-    store.delete_chunks([missing])
-    assert store.damaged_chunks(keys, chunks) == {corrupt: "corrupt", missing: "missing"}
+    def manifest() -> dict:
+        return unseal(store.get_manifest("2"), keys, "2")
+
+    assert store.damaged_chunks(keys, manifest()) == {}
+    where = stored_chunks(store.container)
+    assert len({where[c["id"]][0] for c in chunks}) >= 2  # the version's chunks are in several packs
+
+    corrupt = chunks[0]["id"]
+    corrupt_chunk(store.container, corrupt)
+    missing = drop_pack_of(store.container, chunks[-1]["id"])
+    assert corrupt not in missing
+    assert store.damaged_chunks(keys, manifest()) == {corrupt: "corrupt"} | dict.fromkeys(missing, "missing")
 
     repaired = distribute(tmp_path / "v2", PackageVersion(package, "2", "package", keys), [Target("dp", store)],
                           repair={corrupt}, make_current=False)
-    assert repaired.results[0].chunks_uploaded == 2
-    assert store.damaged_chunks(keys, chunks) == {}
+    assert repaired.results[0].chunks_uploaded == len(missing) + 1
+    assert store.damaged_chunks(keys, manifest()) == {}
+    assert store.current() == "2"
 
     v1_only = set(store.chunk_sizes()) - {c["id"] for c in chunks}
     store.delete_manifest("1")
     gc = store.collect_garbage(keys)
+    assert gc.packs_deleted == 2  # v1's, and the one with the corrupt copy (its other chunks moved)
     assert set(gc.deleted) == v1_only and gc.chunks_kept == len({c["id"] for c in chunks})
     assert set(store.chunk_sizes()) == {c["id"] for c in chunks}
     assert store.versions() == ["2"] and store.current() == "2"
+    assert store.damaged_chunks(keys, manifest()) == {}
 
     store.put_manifest("3", b"CDPE\x01" + bytes(40))
     with pytest.raises(CdpError, match="manifest of .* 3 is damaged"):

@@ -22,6 +22,7 @@ from provisioner.site import Site
 
 from helpers import cdp, cdp_json, error_lines, local_site
 from independent import restore, snapshot
+from packs import corrupt_chunk, drop_pack_of, pack_sizes, stored_chunks
 from trees import MARKER, mixed_tree
 
 MiB = 1024 * 1024
@@ -48,7 +49,8 @@ def container_of(service, package: str):
 
 
 def chunk_blobs(container) -> dict[str, int]:
-    return {b.name: b.size for b in container.list_blobs(name_starts_with="chunks/")}
+    """chunk id -> stored size, for every chunk in the container's packs."""
+    return {chunk_id: size for chunk_id, (_, _, size) in stored_chunks(container).items()}
 
 
 def state_rows(home, sql, params=()):
@@ -87,8 +89,8 @@ def test_a_mixed_tree_is_stored_encrypted_and_decrypts_independently(home, tmp_p
 
     container = container_of(account(home), "tree")
     blobs = {b.name: container.download_blob(b.name).readall() for b in container.list_blobs()}
-    chunks = {n for n in blobs if re.fullmatch(r"chunks/[0-9a-f]{64}", n)}
-    assert set(blobs) == {"current", "manifests/1"} | chunks and len(chunks) == dp1["chunks_total"]
+    packs = {n for n in blobs if re.fullmatch(r"packs/[0-9a-f]{32}", n)}
+    assert set(blobs) == {"current", "manifests/1"} | packs and len(chunk_blobs(container)) == dp1["chunks_total"]
     for name, data in blobs.items():
         assert MARKER not in data, name
         for word in ("naïve".encode(), "Ärger".encode(), b"setup program", b"file 0001", b"small/"):
@@ -141,50 +143,51 @@ def test_a_new_version_of_256_mib_with_1_mib_changed_uploads_only_the_change(hom
 
 def test_corrupt_and_missing_chunks_are_reported_and_repaired(home, tmp_path):
     source = tmp_path / "fix"
-    random_file(source / "payload.bin", 6 * MiB)
+    random_file(source / "payload.bin", 12 * MiB)
     (source / "readme.txt").write_text("read me\n")
     cdp_json(home, "distribute", source, "--package", "fix", "--version", "1.0", "--to", "dp1")
     assert cdp_json(home, "content", "validate", "--package", "fix")["ok"] is True
 
     container = container_of(account(home), "fix")
-    names = sorted(chunk_blobs(container))
-    assert len(names) >= 3
-    corrupt, missing = names[0], names[-1]
-    blob = bytearray(container.download_blob(corrupt).readall())
-    blob[len(blob) // 2] ^= 0x55  # altered bytes, same length
-    container.upload_blob(corrupt, bytes(blob), overwrite=True)
-    container.delete_blob(missing)
+    where = stored_chunks(container)
+    first, last = min(where.items(), key=lambda item: item[1]), max(where.items(), key=lambda item: item[1])
+    assert first[1][0] != last[1][0]  # in two packs
+    corrupt = first[0]
+    corrupt_chunk(container, corrupt)  # altered bytes, same length
+    missing = drop_pack_of(container, last[0])
+    lost = len(missing)
 
     checked = cdp(home, "content", "validate", "--package", "fix", "--json")
     assert checked.returncode == 1
     (report,) = json.loads(checked.stdout)["reports"]
     assert report["distribution_point"] == "dp1" and report["version"] == "1.0" and not report["ok"]
-    assert report["corrupt"] == [corrupt.removeprefix("chunks/")]
-    assert report["missing"] == [missing.removeprefix("chunks/")]
+    assert report["corrupt"] == [corrupt]
+    assert report["missing"] == sorted(missing)
     (line,) = error_lines(checked.stderr)
-    assert "dp1" in line and "1.0" in line and "1 missing, 1 corrupt" in line
+    assert "dp1" in line and "1.0" in line and f"{lost} missing, 1 corrupt" in line
 
     human = cdp(home, "content", "validate", "--package", "fix")
-    assert human.returncode == 1 and "1 missing, 1 corrupt" in human.stdout
+    assert human.returncode == 1 and f"{lost} missing, 1 corrupt" in human.stdout
 
     repaired = cdp(home, "content", "redistribute", "--package", "fix", "--json")
     assert repaired.returncode == 0, repaired.stderr
     (fixed,) = json.loads(repaired.stdout)["repaired"]
     assert fixed["distribution_point"] == "dp1" and fixed["status"] == "uploaded"
-    assert fixed["chunks_uploaded"] == 2
+    assert fixed["chunks_uploaded"] == lost + 1
     assert cdp_json(home, "content", "validate", "--package", "fix")["ok"] is True
     assert json.loads(container.download_blob("current").readall())["version"] == "1.0"
     restore(container, home, "fix", tmp_path / "check")
     assert snapshot(tmp_path / "check") == snapshot(source)
 
     # A source that changed since is not used to "repair" the version.
-    container.delete_blob(missing)
+    drop_pack_of(container, last[0])
+    held = pack_sizes(container)
     (source / "readme.txt").write_text("READ ME\n")  # same size, other bytes
     refused = cdp(home, "content", "redistribute", "--package", "fix")
     assert refused.returncode == 1
     (line,) = error_lines(refused.stderr)
     assert "changed since 1.0 was distributed" in line
-    assert missing not in chunk_blobs(container)
+    assert pack_sizes(container) == held  # nothing stored from the changed source
 
 
 def test_list_and_remove_collect_unused_chunks(home, tmp_path):

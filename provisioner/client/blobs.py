@@ -1,6 +1,6 @@
 """Reading one package container's blobs with the read-only SAS of a location.
 
-A client only ever GETs whole blobs by name from one container, so it talks to storage through
+A client only ever GETs blobs (whole, or a range of one) by name from one container, so it talks to storage through
 azure-core's pipeline (the same transport, retry policy and exceptions that azure-storage-blob
 is built on) rather than the full blob SDK, which costs half a second of imports per ``cdp
 fetch`` and several copies of every body. What the SDK would add here is done the same way:
@@ -69,30 +69,32 @@ class Container:
     def __exit__(self, *exc) -> None:
         self._pipeline.__exit__(*exc)
 
-    def get(self, name: str) -> bytearray:
-        """The bytes of blob ``name``; BlobUnavailable if storage does not give them."""
-        request = HttpRequest("GET", f"{self._base}{quote(name)}?{self._sas}")
+    def get(self, name: str, offset: int = 0, length: int | None = None) -> bytearray:
+        """The bytes of blob ``name`` (``length`` bytes from ``offset`` if given: fewer if the
+        blob ends first); BlobUnavailable if storage does not give them."""
+        headers = {} if length is None else {"x-ms-range": f"bytes={offset}-{offset + length - 1}"}
+        request = HttpRequest("GET", f"{self._base}{quote(name)}?{self._sas}", headers=headers)
         try:
             response = self._pipeline.run(request, **self._options)
         except AzureError as exc:
             raise BlobUnavailable(f"its storage failed ({_reason(exc)})") from None
         status = response.http_response.status_code
-        if status == 404:
+        if status in (404, 416):  # 416: the blob ends before offset
             raise BlobUnavailable("not in its storage", missing=True)
-        if status != 200:
+        if status not in (200, 206):
             code = response.http_response.headers.get("x-ms-error-code") or response.http_response.reason
             raise BlobUnavailable(f"its storage answered HTTP {status} {clean(code or '')}".rstrip())
         return response.context[_BODY]
 
 
 class _ReadBody(HTTPPolicy):
-    """Read a 200 response's whole body into one buffer, inside the retry policy's reach."""
+    """Read a 200 or 206 response's whole body into one buffer, inside the retry policy's reach."""
 
     def send(self, request: PipelineRequest) -> PipelineResponse:
         response = self.next.send(request)
         http = response.http_response
         request.context.pop(_BODY, None)
-        if http.status_code != 200:
+        if http.status_code not in (200, 206):
             http.read()  # the small error body, so that the connection goes back to the pool
             return response
         try:

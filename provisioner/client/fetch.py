@@ -4,12 +4,15 @@ For each source in the bundle's order until one completes the version:
 
 1. ask it for a location (:mod:`provisioner.client.sources`); the first location fixes the
    version, later sources are asked for that same version;
-2. the first time only: download the manifest, decrypt it (the GCM tag and the associated
-   data bind it to the package and version), stage the version (:mod:`.staging`) and look for
-   every chunk on disk first: an interrupted run's staging area, DIR's files (delta);
-3. download the chunks still missing, in parallel (``workers`` threads, at most
-   ``2 * workers`` chunks in memory), each checked (GCM tag, then its keyed id) before its
-   bytes are written into the staging area.
+2. download its manifest and decrypt it (the GCM tag and the associated data bind it to the
+   package and version); it says where this source stores each chunk (which pack, at which
+   offset). The first time only: stage the version (:mod:`.staging`) and look for every chunk
+   on disk first: an interrupted run's staging area, DIR's files (delta). A later source's
+   manifest must describe the same content;
+3. download the chunks still missing, in parallel (``workers`` threads), as ranged GETs of
+   consecutive chunks of one pack, at most :data:`RANGE_BYTES` each and ``2 * workers`` ranges
+   in memory; each chunk is checked (GCM tag, then its keyed id) before its bytes are written
+   into the staging area.
 
 A source that stops answering (after azure-core's retries), lacks a chunk, or serves a
 damaged one is reported and the next source continues where it stopped: what is staged stays.
@@ -36,11 +39,12 @@ from provisioner.client.sources import Attempts, Location, Refused, Report, ask,
 from provisioner.client.staging import DamagedFile, Destination, Stage
 from provisioner.content import crypto
 from provisioner.content.keys import PackageKeys
-from provisioner.content.layout import check_package_id, check_version, chunk_blob, manifest_blob
-from provisioner.content.manifest import unseal
+from provisioner.content.layout import check_package_id, check_version, manifest_blob, pack_blob
+from provisioner.content.manifest import Stored, content, locations, unseal
 from provisioner.errors import CdpError
 
-WORKERS = 8  # at most azure-core's pool of 10 connections per host
+WORKERS = 4  # concurrent GETs: storage (one Azurite process here) is the limit, more only adds contention
+RANGE_BYTES = 9 * 1024 * 1024  # one GET reads up to this much: a whole pack (storage reads a range from its start)
 Progress = Callable[[int, int], None]  # (bytes just done, total bytes of the version)
 
 
@@ -76,6 +80,7 @@ class _Run:
     workers: int
     progress: Progress | None
     placement: Placement | None = None
+    where: dict[str, Stored] = field(default_factory=dict)  # of the source being read
     stage: Stage | None = None
     installed: Placement | None = None
     downloaded: int = 0
@@ -115,8 +120,7 @@ def fetch(bundle: Bundle, package: str, dest: Path, version: str | None = None, 
                 locked = True
             try:
                 with Container(location.container_url, location.sas, verify(source)) as container:
-                    if run.placement is None:
-                        _begin(run, container, location, report)
+                    _begin(run, container, location, report)
                     _download(run, container)
             except SourceDown as exc:
                 attempts.failed(source, str(exc))
@@ -146,16 +150,27 @@ def _close(run: _Run) -> None:
 
 
 def _begin(run: _Run, container: Container, location: Location, report: Report) -> None:
-    """Get and check the manifest, stage the version, and take every chunk found on disk."""
-    blob = _get(container, manifest_blob(location.version), f"the manifest of {location.package} {location.version}")
+    """Get and check this source's manifest: where it stores each chunk. The first time, stage
+    the version and take every chunk found on disk."""
+    what = f"the manifest of {location.package} {location.version}"
+    blob = _get(container, manifest_blob(location.version), what)
     try:
         manifest = unseal(blob, run.keys, location.version)
+        where = locations(manifest)
     except crypto.CorruptContent as exc:
         raise DamagedChunk(str(exc)) from None
     except ValueError:
-        raise DamagedChunk(f"the manifest of {location.package} {location.version} is not JSON") from None
+        raise DamagedChunk(f"{what} is not JSON") from None
+    except CdpError as exc:
+        raise DamagedChunk(str(exc)) from None
     run.downloaded += len(blob)
+    if run.placement is not None:
+        if content(manifest) != run.placement.manifest:
+            raise DamagedChunk(f"{what} differs from the one the first source served")
+        run.where = where
+        return
     run.placement = Placement(manifest, location.package)
+    run.where = where
     run.installed = run.destination.installed()
     run.stage = run.destination.stage(run.placement)
 
@@ -178,19 +193,45 @@ def _begin(run: _Run, container: Container, location: Location, report: Report) 
 
 
 def _download(run: _Run, container: Container) -> None:
-    """Download, check and stage every chunk not staged yet."""
-    def get(chunk_id: str) -> None:
-        blob = _get(container, chunk_blob(chunk_id), f"chunk {chunk_id}")
-        try:
-            data = crypto.decrypt_chunk(run.keys.content_key, chunk_id, memoryview(blob), run.keys.id_key)
-        except crypto.CorruptContent as exc:
-            raise _damaged(run, chunk_id, str(exc).split(" is damaged: ", 1)[-1]) from None
-        if len(data) != run.placement.sizes[chunk_id]:
-            raise _damaged(run, chunk_id, f"{len(data)} bytes where the manifest says {run.placement.sizes[chunk_id]}")
-        run.stage.write(chunk_id, data)
-        run.done(len(data) * len(run.placement.places[chunk_id]), len(blob))
+    """Download, check and stage every chunk not staged yet, a range of a pack per GET."""
+    def get(span: list[str]) -> None:
+        pack_id, start, _ = run.where[span[0]]
+        length = sum(run.where[chunk_id][2] for chunk_id in span)
+        blob = _get(container, pack_blob(pack_id), f"chunk {span[0]}", start, length)
+        view = memoryview(blob)
+        for chunk_id in span:
+            _, offset, stored = run.where[chunk_id]
+            if offset - start + stored > len(blob):
+                raise SourceDown(f"chunk {chunk_id} is not in its storage")
+            try:
+                data = crypto.decrypt_chunk(run.keys.content_key, chunk_id, view[offset - start:offset - start + stored],
+                                            run.keys.id_key)
+            except crypto.CorruptContent as exc:
+                raise _damaged(run, chunk_id, str(exc).split(" is damaged: ", 1)[-1]) from None
+            if len(data) != run.placement.sizes[chunk_id]:
+                raise _damaged(run, chunk_id, f"{len(data)} bytes where the manifest says {run.placement.sizes[chunk_id]}")
+            run.stage.write(chunk_id, data)
+            run.done(len(data) * len(run.placement.places[chunk_id]), stored)
 
-    _each(run.stage.missing(), get, run.workers)
+    _each(_ranges(run.stage.missing(), run.where, run.placement), get, run.workers)
+
+
+def _ranges(missing: list[str], where: dict[str, Stored], placement: Placement) -> list[list[str]]:
+    """The missing chunks as runs of consecutive chunks of one pack, each at most RANGE_BYTES
+    (or one chunk), in the order of their first chunk in the stream (so hashing can follow)."""
+    spans: list[list[str]] = []
+    end: tuple[str, int] | None = None  # (pack, offset) where the last span ends
+    size = 0
+    for chunk_id in sorted(missing, key=lambda c: where[c][:2]):
+        pack_id, offset, stored = where[chunk_id]
+        if end == (pack_id, offset) and size + stored <= RANGE_BYTES:
+            spans[-1].append(chunk_id)
+            size += stored
+        else:
+            spans.append([chunk_id])
+            size = stored
+        end = (pack_id, offset + stored)
+    return sorted(spans, key=lambda span: min(placement.places[c][0] for c in span))
 
 
 def _damaged(run: _Run, chunk_id: str, why: str) -> DamagedChunk:
@@ -198,14 +239,14 @@ def _damaged(run: _Run, chunk_id: str, why: str) -> DamagedChunk:
     return DamagedChunk(f"file {files} is damaged (chunk {chunk_id}: {why})")
 
 
-def _get(container: Container, name: str, what: str) -> bytearray:
+def _get(container: Container, name: str, what: str, offset: int = 0, length: int | None = None) -> bytearray:
     try:
-        return container.get(name)
+        return container.get(name, offset, length)
     except BlobUnavailable as exc:
         raise SourceDown(f"{what} is not in its storage" if exc.missing else str(exc)) from None
 
 
-def _each(items: Iterable[str], job: Callable[[str], None], workers: int) -> None:
+def _each(items: Iterable, job: Callable, workers: int) -> None:
     """Run ``job`` on each item in a pool, at most ``2 * workers`` at a time; stop submitting at
     the first failure, let the running ones finish, and raise that failure."""
     failures: list[BaseException] = []

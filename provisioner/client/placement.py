@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from provisioner.content.manifest import content
 from provisioner.errors import CdpError
 
 STATE_DIR = ".cdp"
@@ -36,7 +37,7 @@ class Placement:
     """A manifest, checked, with its files and chunks placed in the package stream."""
 
     def __init__(self, manifest: dict, package: str):
-        self.manifest = manifest
+        self.manifest = content(manifest)  # where one DP stores the chunks is not kept here
         try:
             self.version = manifest["version"]
             self.files = [dict(f) for f in manifest["files"]]

@@ -4,9 +4,16 @@ One container per package, named from a hash of the package id so that storage d
 the id itself; the front end computes the same name to scope a client's read-only SAS::
 
     pkg-<first 32 hex of sha256(package id)>/
-        chunks/<chunk id>      an encrypted chunk; the id is HMAC-SHA256(id key, plaintext) in hex
-        manifests/<version>    the encrypted manifest of one version
+        packs/<pack id>        encrypted chunks back to back; metadata "chunks": "<id>:<stored size>,..."
+        manifests/<version>    the encrypted manifest of one version, with where each chunk is
         current                {"format": 1, "version": "..."} in plaintext, written last
+
+A chunk id is HMAC-SHA256(id key, plaintext) in hex. Chunks are stored in packs (up to about
+8 MiB each, the chunks one upload added) rather than one blob each, because storage charges
+every request: a client reads a version with a few ranged GETs instead of one GET per chunk.
+A pack's metadata lists its chunks in order (so an upload learns what storage has from one
+listing); a manifest says, for its distribution point, in which pack and at which offset each
+of its chunks is.
 
 The front end holds no key: it can read ``current`` and the names of versions, nothing else.
 """
@@ -24,8 +31,10 @@ VERSION_RULE = "1-64 characters: letters, digits, '.', '_', '+', '-', starting w
 _PACKAGE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
 _CHUNK_ID = re.compile(r"[0-9a-f]{64}")
+_PACK_ID = re.compile(r"[0-9a-f]{32}")
 
-CHUNKS_PREFIX = "chunks/"
+PACKS_PREFIX = "packs/"
+PACK_METADATA = "chunks"
 MANIFESTS_PREFIX = "manifests/"
 CURRENT_BLOB = "current"
 POINTER_FORMAT = 1
@@ -49,16 +58,45 @@ def container_name(package_id: str) -> str:
     return "pkg-" + hashlib.sha256(package_id.encode()).hexdigest()[:32]
 
 
-def chunk_blob(chunk_id: str) -> str:
-    if not _CHUNK_ID.fullmatch(chunk_id):
-        raise ValueError(f"not a chunk id: {chunk_id!r}")
-    return CHUNKS_PREFIX + chunk_id
+def is_chunk_id(chunk_id) -> bool:
+    return isinstance(chunk_id, str) and bool(_CHUNK_ID.fullmatch(chunk_id))
 
 
-def chunk_id_of(blob_name: str) -> str | None:
-    """The chunk id in a blob name under ``chunks/``, or None for anything else."""
-    name = blob_name.removeprefix(CHUNKS_PREFIX)
-    return name if blob_name.startswith(CHUNKS_PREFIX) and _CHUNK_ID.fullmatch(name) else None
+def is_pack_id(pack_id) -> bool:
+    return isinstance(pack_id, str) and bool(_PACK_ID.fullmatch(pack_id))
+
+
+def pack_blob(pack_id: str) -> str:
+    if not is_pack_id(pack_id):
+        raise ValueError(f"not a pack id: {pack_id!r}")
+    return PACKS_PREFIX + pack_id
+
+
+def pack_id_of(blob_name: str) -> str | None:
+    """The pack id in a blob name under ``packs/``, or None for anything else."""
+    name = blob_name.removeprefix(PACKS_PREFIX)
+    return name if blob_name.startswith(PACKS_PREFIX) and is_pack_id(name) else None
+
+
+def pack_metadata(chunks: list[tuple[str, int]]) -> dict[str, str]:
+    """The metadata of a pack holding ``(chunk id, stored size)`` back to back, in order."""
+    return {PACK_METADATA: ",".join(f"{chunk_id}:{size}" for chunk_id, size in chunks)}
+
+
+def parse_pack_metadata(metadata: dict[str, str] | None) -> list[tuple[str, int, int]] | None:
+    """``(chunk id, offset, stored size)`` of each chunk in a pack, from its metadata; None if
+    the metadata is missing or not ours (such a pack is ignored: its chunks count as absent)."""
+    raw = {k.lower(): v for k, v in (metadata or {}).items()}.get(PACK_METADATA)
+    if not raw:
+        return None
+    chunks, offset = [], 0
+    for item in raw.split(","):
+        chunk_id, _, size = item.partition(":")
+        if not (is_chunk_id(chunk_id) and size.isdigit()):
+            return None
+        chunks.append((chunk_id, offset, int(size)))
+        offset += int(size)
+    return chunks
 
 
 def manifest_blob(version: str) -> str:

@@ -6,12 +6,17 @@ then read once as a single stream, the concatenation of its files in path order
 names nor file sizes, small files share chunks, and a change inside one file only changes the
 chunks around it. The manifest (JSON, then encrypted like a chunk) records::
 
-    {"format": 1, "package", "version", "type", "created", "size",
+    {"format": 2, "package", "version", "type", "created", "size",
      "files":  [{"path", "size", "mode", "sha256", "offset"}],   # offset in the stream
      "dirs":   [{"path", "mode"}],                                # empty folders
-     "chunks": [{"id", "size"}]}                                  # in stream order
+     "chunks": [{"id", "size"}],                                  # in stream order
+     "packs":  {"<pack id>": [["<chunk id>", offset], ...]}}      # where this DP stores them
 
 Paths are relative, POSIX, UTF-8. For a single file the manifest holds it by its base name.
+Everything but ``packs`` is the version's *content*, the same on every distribution point;
+``packs`` says where one distribution point stores each distinct chunk (its stored size is
+the chunk's size plus :data:`crypto.OVERHEAD`), so each distribution point gets its own
+sealed copy of the manifest.
 """
 
 from __future__ import annotations
@@ -26,12 +31,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from provisioner.content import crypto
+from provisioner.content import crypto, layout
 from provisioner.content.keys import PackageKeys
 from provisioner.content.layout import check_package_id, check_version
 from provisioner.errors import CdpError, UsageError
 
-FORMAT = 1
+FORMAT = 2
 _TYPE = re.compile(r"[a-z][a-z0-9-]{0,31}")
 
 
@@ -209,6 +214,43 @@ def build(
         "dirs": list(tree.empty_dirs),
         "chunks": chunks,
     }
+
+
+Stored = tuple[str, int, int]  # where a chunk is: (pack id, offset in the pack, stored size)
+
+
+def content(manifest: dict) -> dict:
+    """The manifest without where its chunks are stored: the same on every distribution point."""
+    return {key: value for key, value in manifest.items() if key != "packs"}
+
+
+def locate(manifest: dict, where: dict[str, Stored]) -> dict:
+    """The manifest of one distribution point: its content and where that DP stores each chunk."""
+    packs: dict[str, list] = {}
+    for chunk_id in dict.fromkeys(chunk["id"] for chunk in manifest["chunks"]):
+        pack_id, offset, _ = where[chunk_id]
+        packs.setdefault(pack_id, []).append([chunk_id, offset])
+    return {**content(manifest), "packs": packs}
+
+
+def locations(manifest: dict) -> dict[str, Stored]:
+    """Where each distinct chunk of the manifest is stored; CdpError if that is not well formed."""
+    sizes = {chunk["id"]: chunk["size"] for chunk in manifest["chunks"]}
+    where: dict[str, Stored] = {}
+    try:
+        for pack_id, chunks in manifest["packs"].items():
+            for chunk_id, offset in chunks:
+                ok = (layout.is_pack_id(pack_id) and chunk_id in sizes and chunk_id not in where
+                      and isinstance(offset, int) and not isinstance(offset, bool) and offset >= 0)
+                if not ok:
+                    raise ValueError(chunk_id)
+                where[chunk_id] = (pack_id, offset, crypto.encrypted_size(sizes[chunk_id]))
+    except (KeyError, TypeError, ValueError, AttributeError):
+        where = {}
+    if len(where) != len(sizes):
+        raise CdpError(f"the manifest of {manifest.get('package')} {manifest.get('version')} does not say where"
+                       " its chunks are stored")
+    return where
 
 
 def check_type(content_type: str) -> str:

@@ -14,6 +14,7 @@ starts from a fresh listing and rewrites the index from it.
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -23,8 +24,8 @@ from typing import TYPE_CHECKING
 from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError, ResourceNotFoundError
 
 from provisioner.content import layout
-from provisioner.content.crypto import CorruptContent, decrypt_chunk
-from provisioner.content.manifest import unseal
+from provisioner.content.crypto import CorruptContent, decrypt_chunk, encrypted_size
+from provisioner.content.manifest import Stored, locations, seal, unseal
 from provisioner.errors import CdpError
 from provisioner.site.state import State
 
@@ -80,9 +81,10 @@ def _storage(what: str):
 
 @dataclass(frozen=True)
 class GarbageCollection:
-    deleted: list[str]
+    deleted: list[str]  # chunk ids no longer stored
     bytes_freed: int
     chunks_kept: int
+    packs_deleted: int  # unused, or compacted into a new pack
 
 
 class PackageStore:
@@ -119,40 +121,56 @@ class PackageStore:
         with _storage(f"cannot read container {self.container.container_name}"):
             return self.container.exists()
 
-    # chunks
+    # chunks, stored in packs
+
+    def chunk_locations(self) -> dict[str, Stored]:
+        """Where storage holds each chunk, from one listing of ``packs/`` with their metadata.
+        A chunk in several packs (a repair stores it again) is taken from the newest one; a
+        pack whose metadata does not add up to its size is ignored."""
+        where: dict[str, Stored] = {}
+        for blob in sorted(self._packs(), key=lambda b: (b.last_modified, b.name)):
+            chunks = layout.parse_pack_metadata(blob.metadata)
+            if chunks is None or (chunks[-1][1] + chunks[-1][2]) != blob.size:
+                continue
+            for chunk_id, offset, size in chunks:
+                where[chunk_id] = (layout.pack_id_of(blob.name), offset, size)
+        return where
 
     def chunk_sizes(self) -> dict[str, int]:
-        """Every stored chunk id and its stored size, from one listing of ``chunks/``."""
+        """Every stored chunk id and its stored size (one listing)."""
+        return {chunk_id: size for chunk_id, (_, _, size) in self.chunk_locations().items()}
+
+    def pack_sizes(self) -> dict[str, int]:
+        """Every pack and its size (one listing)."""
+        return {layout.pack_id_of(blob.name): blob.size for blob in self._packs()}
+
+    def _packs(self) -> list:
         with _storage("cannot list chunks"):
             try:
-                blobs = list(self.container.list_blobs(name_starts_with=layout.CHUNKS_PREFIX))
+                blobs = self.container.list_blobs(name_starts_with=layout.PACKS_PREFIX, include=["metadata"])
+                return [blob for blob in blobs if layout.pack_id_of(blob.name)]
             except ResourceNotFoundError:
-                return {}
-        found = ((layout.chunk_id_of(blob.name), blob.size) for blob in blobs)
-        return {chunk_id: size for chunk_id, size in found if chunk_id}
+                return []
 
-    def put_chunk(self, chunk_id: str, blob: bytes, *, overwrite: bool = False) -> bool:
-        """Store an encrypted chunk. False if it was already there (and ``overwrite`` is off)."""
-        with _storage(f"cannot store chunk {chunk_id}"):
-            try:
-                self.container.upload_blob(layout.chunk_blob(chunk_id), blob, overwrite=overwrite, max_concurrency=1)
-            except ResourceExistsError:
-                return False
-        return True
+    def put_pack(self, pack_id: str, blob: bytes, chunks: list[tuple[str, int]]) -> None:
+        """Store a pack: the sealed chunks ``(id, stored size)`` back to back in ``blob``."""
+        with _storage(f"cannot store pack {pack_id}"):
+            self.container.upload_blob(layout.pack_blob(pack_id), blob, overwrite=True, max_concurrency=1,
+                                       metadata=layout.pack_metadata(chunks))
 
-    def get_chunk(self, chunk_id: str) -> bytes:
-        return self._get(layout.chunk_blob(chunk_id), f"chunk {chunk_id}")
+    def get_pack(self, pack_id: str) -> bytes:
+        return self._get(layout.pack_blob(pack_id), f"pack {pack_id}")
 
-    def delete_chunks(self, chunk_ids: Iterable[str], workers: int = 8) -> None:
-        def delete(chunk_id: str) -> None:
-            with _storage(f"cannot delete chunk {chunk_id}"):
+    def delete_packs(self, pack_ids: Iterable[str], workers: int = 8) -> None:
+        def delete(pack_id: str) -> None:
+            with _storage(f"cannot delete pack {pack_id}"):
                 try:
-                    self.container.delete_blob(layout.chunk_blob(chunk_id))
+                    self.container.delete_blob(layout.pack_blob(pack_id))
                 except ResourceNotFoundError:
                     pass
 
         with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(delete, chunk_ids))
+            list(pool.map(delete, pack_ids))
 
     # manifests and the current pointer
 
@@ -203,34 +221,88 @@ class PackageStore:
 
     # checks that need the package keys
 
-    def damaged_chunks(self, keys: PackageKeys, chunks: list[dict], workers: int = 8) -> dict[str, str]:
-        """Chunks of a manifest that are missing or do not decrypt to their id: {id: "missing"|"corrupt"}."""
+    def damaged_chunks(self, keys: PackageKeys, manifest: dict, workers: int = 8) -> dict[str, str]:
+        """Chunks of a manifest that are missing or do not decrypt to their id: {id: "missing"|"corrupt"}.
+        Each pack the manifest names is read once; CdpError if the manifest does not say where."""
+        sizes = {chunk["id"]: chunk["size"] for chunk in manifest["chunks"]}
+        by_pack: dict[str, list[tuple[str, int, int]]] = {}
+        for chunk_id, (pack_id, offset, stored) in locations(manifest).items():
+            by_pack.setdefault(pack_id, []).append((chunk_id, offset, stored))
 
-        def check(chunk: dict) -> tuple[str, str | None]:
+        def check(pack_id: str) -> dict[str, str]:
             try:
-                plaintext = decrypt_chunk(keys.content_key, chunk["id"], self.get_chunk(chunk["id"]), keys.id_key)
+                pack = memoryview(self.get_pack(pack_id))
             except MissingContent:
-                return chunk["id"], "missing"
-            except CorruptContent:
-                return chunk["id"], "corrupt"
-            return chunk["id"], None if len(plaintext) == chunk["size"] else "corrupt"
+                return {chunk_id: "missing" for chunk_id, _, _ in by_pack[pack_id]}
+            damaged = {}
+            for chunk_id, offset, stored in by_pack[pack_id]:
+                if offset + stored > len(pack):
+                    damaged[chunk_id] = "missing"
+                    continue
+                try:
+                    plaintext = decrypt_chunk(keys.content_key, chunk_id, pack[offset:offset + stored], keys.id_key)
+                except CorruptContent:
+                    damaged[chunk_id] = "corrupt"
+                    continue
+                if len(plaintext) != sizes[chunk_id]:
+                    damaged[chunk_id] = "corrupt"
+            return damaged
 
         with ThreadPoolExecutor(workers) as pool:
-            return {chunk_id: problem for chunk_id, problem in pool.map(check, chunks) if problem}
+            return {chunk_id: problem for found in pool.map(check, by_pack) for chunk_id, problem in found.items()}
 
     def collect_garbage(self, keys: PackageKeys) -> GarbageCollection:
-        """Delete the chunks no remaining manifest uses.
+        """Delete what no remaining manifest uses: a pack none of them uses is deleted; a pack
+        some still use but that also holds unused chunks is compacted (its used chunks, as
+        stored, are copied into a new pack, the manifests that use them are rewritten to say
+        so, then the old pack is deleted). A crash in between leaves every manifest whole.
 
         Every manifest must decrypt (otherwise nothing is deleted). Run it only while no upload
         of the same package is in flight: a version being uploaded has no manifest yet.
         """
-        stored = self.chunk_sizes()
-        used: set[str] = set()
-        for version in self.versions():
-            used.update(chunk["id"] for chunk in unseal(self.get_manifest(version), keys, version)["chunks"])
-        unused = sorted(set(stored) - used)
-        self.delete_chunks(unused)
-        return GarbageCollection(unused, sum(stored[c] for c in unused), len(stored) - len(unused))
+        packs = {layout.pack_id_of(blob.name): blob for blob in self._packs()}
+        manifests = {version: unseal(self.get_manifest(version), keys, version) for version in self.versions()}
+        used: dict[str, set[tuple[str, int]]] = {}  # pack -> (chunk id, offset) some manifest uses
+        for document in manifests.values():
+            for pack_id, chunks in document.get("packs", {}).items():
+                used.setdefault(pack_id, set()).update((chunk_id, offset) for chunk_id, offset in chunks)
+
+        def chunks_of(pack_id: str) -> list[tuple[str, int, int]]:
+            return layout.parse_pack_metadata(packs[pack_id].metadata) or []
+
+        unused = sorted(set(packs) - set(used))
+        partial = sorted(p for p in set(packs) & set(used)
+                         if any((c, offset) not in used[p] for c, offset, _ in chunks_of(p)))
+        moved: dict[tuple[str, str, int], tuple[str, int]] = {}  # (pack, chunk, offset) -> (new pack, offset)
+        new_bytes = 0
+        for pack_id in partial:
+            data = memoryview(self.get_pack(pack_id))
+            keep = [(c, offset, size) for c, offset, size in chunks_of(pack_id) if (c, offset) in used[pack_id]]
+            new_id = secrets.token_hex(16)
+            placed = 0
+            for c, offset, size in keep:
+                moved[(pack_id, c, offset)] = (new_id, placed)
+                placed += size
+            self.put_pack(new_id, b"".join(data[offset:offset + size] for _, offset, size in keep),
+                          [(c, size) for c, _, size in keep])
+            new_bytes += placed
+        for version, document in manifests.items():
+            if not set(document.get("packs", {})) & set(partial):
+                continue
+            relocated: dict[str, list] = {}
+            for pack_id, chunks in document["packs"].items():
+                for chunk_id, offset in chunks:
+                    to_pack, to_offset = moved.get((pack_id, chunk_id, offset), (pack_id, offset))
+                    relocated.setdefault(to_pack, []).append([chunk_id, to_offset])
+            document = {**document, "packs": relocated}
+            distinct = {chunk["id"]: chunk["size"] for chunk in document["chunks"]}
+            self.put_manifest(version, seal(document, keys), sum(encrypted_size(n) for n in distinct.values()))
+        gone = unused + partial
+        self.delete_packs(gone)
+        kept = {c for p in set(packs) - set(gone) for c, _, _ in chunks_of(p)} | {c for _, c, _ in moved}
+        deleted = {c for p in gone for c, _, _ in chunks_of(p)} - kept
+        return GarbageCollection(sorted(deleted), sum(packs[p].size for p in gone) - new_bytes, len(kept),
+                                 len(gone))
 
     def _get(self, name: str, what: str) -> bytes:
         with _storage(f"cannot read {what}"):

@@ -1,18 +1,22 @@
 """Upload one package version to one or more distribution points.
 
 The source is read once (:func:`distribute`): each chunk is cut, identified and, if any
-distribution point lacks it, encrypted once and stored in every container that lacks it.
-A pool of worker threads does the hashing, encryption and uploads; a semaphore keeps at most
-``workers + 4`` chunks in flight, so memory stays bounded whatever the package size.
+distribution point lacks it, encrypted once and added to the open pack of every container that
+lacks it; a pack is stored once it holds :data:`PACK_BYTES` (see :mod:`.layout`). A pool of
+worker threads does the hashing, encryption and uploads; a semaphore keeps at most
+``workers + 4`` chunks in flight and each container has one open pack, so memory stays bounded
+whatever the package size.
 
-Per distribution point, in this order: list ``chunks/`` once (what storage already has;
-the site chunk index is rewritten from it), store the missing chunks, then the manifest, then
+Per distribution point, in this order: list ``packs/`` once (what storage already has, from
+the packs' metadata; the site chunk index is rewritten from it), store the missing chunks in
+new packs, then the manifest (with where that distribution point stores each chunk), then
 ``current``. A failure at any point leaves the previous ``current`` in place; a rerun skips
-the chunks that made it. One distribution point failing does not stop the others.
+the chunks whose packs made it. One distribution point failing does not stop the others.
 """
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 from collections import deque
@@ -23,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from provisioner.content import crypto
 from provisioner.content import manifest as manifest_mod
 from provisioner.content.chunking import Piece, cut
+from provisioner.content.manifest import Stored
 from provisioner.content.keys import PackageKeys
 from provisioner.content.layout import check_package_id, check_version
 from provisioner.content.store import ChunkIndex, PackageStore
@@ -30,6 +35,8 @@ from provisioner.errors import CdpError
 
 Progress = Callable[[int], None]
 WORKERS = 8
+PACK_BYTES = 4 * 1024 * 1024  # a pack is stored once it holds this many bytes (so at most 8 MiB)
+PACK_CHUNKS = 64  # or this many chunks: its metadata stays far below storage's 8 KiB
 
 
 @dataclass
@@ -72,14 +79,27 @@ class Distribution:
 
 
 @dataclass
+class _Pack:
+    """Sealed chunks gathered for one pack blob."""
+
+    pack_id: str = field(default_factory=lambda: secrets.token_hex(16))
+    parts: list[bytes] = field(default_factory=list)
+    chunks: list[tuple[str, int]] = field(default_factory=list)  # (chunk id, stored size), in order
+    size: int = 0  # stored bytes
+    plaintext: int = 0
+
+
+@dataclass
 class _Run:
     """The mutable state of one target during a distribution."""
 
     target: Target
     result: UploadResult
     started: float
-    present: dict[str, int] = field(default_factory=dict)  # chunk id -> stored size
-    uploaded: dict[str, int] = field(default_factory=dict)  # written by this run
+    present: dict[str, Stored] = field(default_factory=dict)  # in storage, or placed in a pack by this run
+    placed: set[str] = field(default_factory=set)  # put in a pack by this run
+    uploaded: dict[str, int] = field(default_factory=dict)  # chunk id -> stored size, stored by this run
+    pack: _Pack | None = None  # the open pack
     error: CdpError | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -95,30 +115,47 @@ class _Run:
                 self.result.error = str(exc)
                 self.result.seconds = time.monotonic() - self.started
 
-    def plan(self, chunk_id: str, stored_size: int, repair: Collection[str]) -> bool | None:
-        """None: nothing to do; False: upload it; True: upload it over a damaged blob."""
-        if not self.live:
-            return None
+    def needs(self, chunk_id: str, repair: Collection[str]) -> bool:
+        """Whether this chunk must be stored here: storage lacks it, or it is to be repaired."""
         with self.lock:
-            have = self.present.get(chunk_id)
-        if chunk_id in repair and chunk_id not in self.uploaded:
-            return True
-        if have == stored_size:
-            return None
-        return have is not None
+            if not self.live or chunk_id in self.placed:
+                return False
+            return chunk_id in repair or chunk_id not in self.present
 
-    def put(self, chunk_id: str, blob: bytes, size: int, overwrite: bool) -> None:
+    def add(self, chunk_id: str, blob: bytes, size: int) -> _Pack | None:
+        """Put a sealed chunk in the open pack; the pack if that filled it (to be stored)."""
+        with self.lock:
+            if chunk_id in self.placed:  # the same content twice in the stream, both in flight
+                return None
+            pack = self.pack = self.pack or _Pack()
+            self.present[chunk_id] = (pack.pack_id, pack.size, len(blob))
+            self.placed.add(chunk_id)
+            pack.parts.append(blob)
+            pack.chunks.append((chunk_id, len(blob)))
+            pack.size += len(blob)
+            pack.plaintext += size
+            if pack.size < PACK_BYTES and len(pack.chunks) < PACK_CHUNKS:
+                return None
+            self.pack = None
+            return pack
+
+    def last_pack(self) -> _Pack | None:
+        with self.lock:
+            pack, self.pack = self.pack, None
+        return pack
+
+    def store(self, pack: _Pack) -> None:
+        if not self.live:
+            return
         try:
-            wrote = self.target.store.put_chunk(chunk_id, blob, overwrite=overwrite)
+            self.target.store.put_pack(pack.pack_id, b"".join(pack.parts), pack.chunks)
         except CdpError as exc:
             self.fail(exc)
             return
         with self.lock:
-            self.present[chunk_id] = len(blob)
-            self.uploaded[chunk_id] = len(blob)
-            if wrote:
-                self.result.chunks_uploaded += 1
-                self.result.bytes_uploaded += size
+            self.uploaded.update(pack.chunks)
+            self.result.chunks_uploaded += len(pack.chunks)
+            self.result.bytes_uploaded += pack.plaintext
 
 
 @dataclass(frozen=True)
@@ -152,8 +189,8 @@ def distribute(
 
     ``source`` is a path or a :class:`manifest.Tree` already scanned (bad input is refused
     before storage is touched). ``progress(n)`` is called in this thread with the plaintext
-    bytes of each chunk once every target has it. ``repair`` names chunks to upload again even
-    if storage lists them (a corrupt blob of the right size). ``make_current=False`` stores the
+    bytes of each chunk once every target has it (in storage or in a pack being filled).
+    ``repair`` names chunks to store again (in a new pack) even if storage lists them (corrupt). ``make_current=False`` stores the
     version without pointing ``current`` at it (repairing an older version).
 
     A target's storage failure is its result's error. Other exceptions (a bug, an unreadable
@@ -176,12 +213,12 @@ def distribute(
     document = manifest_mod.build(
         tree, chunks, package=release.package, version=release.version, content_type=release.content_type
     )
-    sealed = manifest_mod.seal(document, release.keys)
     distinct = {chunk["id"]: chunk["size"] for chunk in chunks}
     stored_bytes = sum(crypto.encrypted_size(size) for size in distinct.values())
     for run in runs:
         run.result.chunks_total = len(chunks)
         if run.live:
+            sealed = manifest_mod.seal(manifest_mod.locate(document, run.present), release.keys)
             _publish(run, release.version, sealed, make_current, stored_bytes)
     return Distribution(document, [run.result for run in runs], [run.error for run in runs])
 
@@ -206,12 +243,12 @@ def _prepare(run: _Run) -> None:
     """Make sure the container exists and learn what it holds (one LIST); the index follows."""
     try:
         run.target.store.ensure()
-        run.present = run.target.store.chunk_sizes()
+        run.present = run.target.store.chunk_locations()
     except CdpError as exc:
         run.fail(exc)
         return
     if run.target.index is not None:
-        run.target.index.replace(run.present)
+        run.target.index.replace({chunk_id: size for chunk_id, (_, _, size) in run.present.items()})
 
 
 def _store_chunks(tree, keys, runs, workers, progress, repair) -> list[dict] | None:
@@ -224,12 +261,13 @@ def _store_chunks(tree, keys, runs, workers, progress, repair) -> list[dict] | N
 
     def store_one(piece: Piece) -> tuple[str, int]:
         chunk_id = crypto.chunk_id(keys.id_key, piece.data)
-        stored = crypto.encrypted_size(piece.size)
-        todo = [(run, overwrite) for run in runs if (overwrite := run.plan(chunk_id, stored, repair)) is not None]
+        todo = [run for run in runs if run.needs(chunk_id, repair)]
         if todo:
             blob = crypto.encrypt_chunk(keys.content_key, chunk_id, piece.data)
-            for run, overwrite in todo:
-                run.put(chunk_id, blob, piece.size, overwrite)
+            for run in todo:
+                full = run.add(chunk_id, blob, piece.size)
+                if full is not None:
+                    run.store(full)
         return chunk_id, piece.size
 
     def settle(future: Future) -> None:
@@ -253,6 +291,9 @@ def _store_chunks(tree, keys, runs, workers, progress, repair) -> list[dict] | N
                     settle(inflight.popleft())
         while inflight:
             settle(inflight.popleft())
+        last = [pool.submit(run.store, pack) for run in runs if (pack := run.last_pack()) is not None]
+        for future in last:
+            future.result()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     return chunks if any(run.live for run in runs) else None

@@ -240,14 +240,14 @@ class Locator:
 
     async def _chunk_bytes(self, container: str, metadata: dict[str, str]) -> int | None:
         """The stored bytes of the version's chunks: the manifest's ``stored_bytes`` metadata,
-        else (older uploads) every chunk of the package, an upper bound, listed once."""
+        else (older uploads) every pack of the package, an upper bound, listed once."""
         raw = {k.lower(): v for k, v in metadata.items()}.get(STORED_BYTES_METADATA)
         if raw is not None and raw.isdigit():
             return int(raw)
         total = 0
         try:
             async for blob in self.service.get_container_client(container).list_blobs(
-                    name_starts_with=layout.CHUNKS_PREFIX):
+                    name_starts_with=layout.PACKS_PREFIX):
                 total += blob.size or 0
         except AzureError:
             return None
