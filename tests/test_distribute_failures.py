@@ -20,6 +20,7 @@ from provisioner.localcloud import LocalCloud, processes
 from provisioner.site import Site
 
 from helpers import cdp, cdp_json, error_lines, local_site, start_cdp, status_of
+from packs import stored_chunks
 
 REPO = Path(__file__).resolve().parents[1]
 MiB = 1024 * 1024
@@ -49,7 +50,8 @@ def manifests(container) -> list[str]:
 
 
 def chunk_count(container) -> int:
-    return sum(1 for _ in container.list_blob_names(name_starts_with="chunks/"))
+    """The chunks stored in the container's packs."""
+    return len(stored_chunks(container))
 
 
 def state_rows(home, sql, params=()):

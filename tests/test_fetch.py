@@ -24,6 +24,8 @@ import pytest
 from provisioner.localcloud import LocalCloud
 from provisioner.site import Site
 
+from packs import corrupt_chunk, drop_pack_of, stored_chunks
+
 MiB = 1024 * 1024
 BIG = 256 * MiB
 
@@ -287,24 +289,25 @@ def test_damaged_chunk_fails_naming_the_file_and_leaves_dest_alone(home, tmp_pat
     before = tree(dest)
 
     containers = {dp: container_of(home, dp, "fragile") for dp in ("dp1", "dp2")}
-    old = {b.name for b in containers["dp1"].list_blobs(name_starts_with="chunks/")}
+    old = set(stored_chunks(containers["dp1"]))
     ok(home, "distribute", src2, "--package", "fragile", "--version", "2", "--to", "dp1", "--to", "dp2")
-    victim = min({b.name for b in containers["dp1"].list_blobs(name_starts_with="chunks/")} - old)
-    original = containers["dp1"].download_blob(victim).readall()
-    damaged = original[:100] + bytes([original[100] ^ 1]) + original[101:]
-    for container in containers.values():
-        container.upload_blob(victim, damaged, overwrite=True)
+    chunk_id = min(set(stored_chunks(containers["dp1"])) - old)
+    intact = {}  # each DP stores the chunk in its own pack
+    for dp, container in containers.items():
+        pack = container.get_blob_client(stored_chunks(container)[chunk_id][0])
+        intact[dp] = (pack, pack.download_blob().readall(), pack.get_blob_properties().metadata)
+        corrupt_chunk(container, chunk_id)
 
     failed = fetch(home, bundle, "fragile", dest)
     line = one_error(failed)
-    chunk_id = victim.removeprefix("chunks/")
     assert "app.bin" in line and chunk_id in line and "damaged" in line, line
     assert "dp1: file app.bin is damaged" in failed.stderr and "trying dp2" in failed.stderr
     assert tree(dest) == before  # v1 intact, no partial or corrupt file
     assert not (dest / ".cdp/packages/fragile/staging").exists()
     assert [p for p in dest.rglob("*") if p.name.endswith(".tmp")] == []
 
-    containers["dp2"].upload_blob(victim, original, overwrite=True)  # one intact copy is enough
+    pack, data, metadata = intact["dp2"]
+    pack.upload_blob(data, overwrite=True, metadata=metadata)  # one intact copy is enough
     result, stderr = fetched(home, bundle, "fragile", dest)
     assert result["version"] == "2" and result["source"] == "dp2"
     assert f"dp1: file app.bin is damaged (chunk {chunk_id}" in stderr and "trying dp2" in stderr
@@ -317,14 +320,14 @@ def test_a_source_failing_midway_hands_over_to_the_next(home, tmp_path):
     ok(home, "distribute", src, "--package", "halfway", "--version", "1", "--to", "dp1", "--to", "dp2")
     bundle = issue(home, tmp_path, "pc-halfway", "halfway")
     dp1 = container_of(home, "dp1", "halfway")
-    chunks = sorted(b.name for b in dp1.list_blobs(name_starts_with="chunks/"))
-    assert len(chunks) >= 4
-    lost = chunks[len(chunks) // 2]
-    dp1.delete_blob(lost)  # dp1 serves the location and the manifest, then lacks a chunk
+    where = stored_chunks(dp1)
+    assert len({pack for pack, _, _ in where.values()}) >= 2
+    lost = drop_pack_of(dp1, max(where))  # one of dp1's packs  # dp1 serves the location and the manifest, then lacks a pack
+    chunks = list(where)
 
     result, stderr = fetched(home, bundle, "halfway", tmp_path / "dest")
     assert result["source"] == "dp2"
-    assert f"dp1: chunk {lost.removeprefix('chunks/')} is not in its storage, trying dp2" in stderr
+    assert any(f"dp1: chunk {c} is not in its storage, trying dp2" in stderr for c in lost), stderr
     # What dp1 delivered was kept: every chunk came over the network once.
     assert result["bytes_downloaded"] < result["bytes_total"] + len(chunks) * 64 + 4096
     assert tree(tmp_path / "dest") == tree(src)

@@ -36,8 +36,8 @@ DP = "dp-front"
 PACKAGE = "app.one"
 OTHER = "app.two"
 BIG = "app.big"
-CHUNK = "ab" * 32
-CHUNK_BYTES = b"c" * 700
+PACK = layout.pack_blob("ab" * 16)
+CHUNK_BYTES = b"c" * 700  # a pack of stored chunks, as far as the front end can tell
 MANIFEST_1 = b"m" * 100
 MANIFEST_2 = b"n" * 50
 BIG_BYTES = 400_000
@@ -73,11 +73,11 @@ def storage(local_cloud) -> Storage:
             container.create_container()
         container.upload_blob(name, data, overwrite=True, metadata=metadata)
 
-    put(PACKAGE, layout.chunk_blob(CHUNK), CHUNK_BYTES)
+    put(PACKAGE, PACK, CHUNK_BYTES)
     put(PACKAGE, layout.manifest_blob("1.0"), MANIFEST_1, {"stored_bytes": "1000"})
-    put(PACKAGE, layout.manifest_blob("2.0"), MANIFEST_2)  # no metadata: the chunks are summed
+    put(PACKAGE, layout.manifest_blob("2.0"), MANIFEST_2)  # no metadata: the packs are summed
     put(PACKAGE, layout.CURRENT_BLOB, layout.current_pointer("1.0"))
-    put(OTHER, layout.chunk_blob(CHUNK), b"secret of another package")
+    put(OTHER, PACK, b"secret of another package")
     put(OTHER, layout.manifest_blob("1.0"), MANIFEST_1, {"stored_bytes": "700"})
     put(BIG, layout.manifest_blob("1.0"), b"x", {"stored_bytes": str(BIG_BYTES - 1)})
     put(BIG, layout.CURRENT_BLOB, layout.current_pointer("1.0"))
@@ -254,17 +254,17 @@ def test_location_resolves_current_and_an_explicit_version(local_cloud, main, st
     assert "sp=r&" in answer["sas"] and "spr=https" in answer["sas"] and answer["expires_at"].endswith("Z")
     status, answer = request(local_cloud, main, f"/v1/locations/{PACKAGE}/2.0", token)
     assert status == 200 and answer["version"] == "2.0" and answer["manifest"] == "manifests/2.0"
-    assert answer["bytes"] == len(CHUNK_BYTES) + len(MANIFEST_2)  # no metadata: chunks listed
+    assert answer["bytes"] == len(CHUNK_BYTES) + len(MANIFEST_2)  # no metadata: packs listed
 
 
 def test_the_sas_reads_that_container_only(local_cloud, main, token):
     status, answer = request(local_cloud, main, f"/v1/locations/{PACKAGE}", token)
     assert status == 200
     container = sas_container(local_cloud, answer)
-    assert container.download_blob(layout.chunk_blob(CHUNK)).readall() == CHUNK_BYTES
+    assert container.download_blob(PACK).readall() == CHUNK_BYTES
     assert container.download_blob(answer["manifest"]).readall() == MANIFEST_1
-    for attempt in (lambda: container.upload_blob("chunks/evil", b"x", overwrite=True),
-                    lambda: container.delete_blob(layout.chunk_blob(CHUNK)),
+    for attempt in (lambda: container.upload_blob("packs/evil", b"x", overwrite=True),
+                    lambda: container.delete_blob(PACK),
                     lambda: list(container.list_blob_names())):
         with pytest.raises(HttpResponseError) as refused:
             attempt()
@@ -272,7 +272,7 @@ def test_the_sas_reads_that_container_only(local_cloud, main, token):
     other = answer | {"container_url": answer["container_url"].replace(
         layout.container_name(PACKAGE), layout.container_name(OTHER))}
     with pytest.raises(HttpResponseError) as refused:
-        sas_container(local_cloud, other).download_blob(layout.chunk_blob(CHUNK)).readall()
+        sas_container(local_cloud, other).download_blob(PACK).readall()
     assert refused.value.status_code == 403
 
 
@@ -280,10 +280,10 @@ def test_the_sas_stops_working_after_it_expires(local_cloud, capped, token):
     status, answer = request(local_cloud, capped, f"/v1/locations/{PACKAGE}", token)
     assert status == 200, answer
     container = sas_container(local_cloud, answer)
-    assert container.download_blob(layout.chunk_blob(CHUNK)).readall() == CHUNK_BYTES
+    assert container.download_blob(PACK).readall() == CHUNK_BYTES
     time.sleep(3.5)  # a 2 s SAS, signed within the last second
     with pytest.raises(HttpResponseError) as refused:
-        container.download_blob(layout.chunk_blob(CHUNK)).readall()
+        container.download_blob(PACK).readall()
     assert refused.value.status_code == 403
 
 
