@@ -147,8 +147,10 @@ class _Run:
     def store(self, pack: _Pack) -> None:
         if not self.live:
             return
+        blob = b"".join(pack.parts)
+        pack.parts.clear()  # one copy of the pack in memory while it uploads
         try:
-            self.target.store.put_pack(pack.pack_id, b"".join(pack.parts), pack.chunks)
+            self.target.store.put_pack(pack.pack_id, blob, pack.chunks)
         except CdpError as exc:
             self.fail(exc)
             return
