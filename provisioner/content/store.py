@@ -1,8 +1,9 @@
 """One package's container in one distribution point's storage, and the site's index of it.
 
 :class:`PackageStore` speaks to the container through azure-storage-blob's ContainerClient
-(the layout is in :mod:`provisioner.content.layout`); it never sees a key, except
-:meth:`PackageStore.collect_garbage`, which must read manifests to know what is still used.
+(the layout is in :mod:`provisioner.content.layout`); it needs the package keys only to
+check chunks (:meth:`PackageStore.damaged_chunks`) and to collect garbage, which reads the
+manifests to know what is still used and rewrites those whose chunks it moves.
 Retries are azure-storage-blob's retry policy: build the client with :func:`client_options`.
 Storage failures become :class:`StorageError` (a CdpError with one line, no URL or SAS).
 
