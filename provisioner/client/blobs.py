@@ -1,7 +1,7 @@
 """Reading one package container's blobs with the read-only SAS of a location.
 
-A client only ever GETs blobs (whole, or a range of one) by name from one container, so it talks to storage through
-azure-core's pipeline (the same transport, retry policy and exceptions that azure-storage-blob
+A client only ever GETs blobs (whole, or a range of one) by name from one container, so it
+talks to storage through azure-core's pipeline (the same transport, retry policy and exceptions that azure-storage-blob
 is built on) rather than the full blob SDK, which costs half a second of imports per ``cdp
 fetch`` and several copies of every body. What the SDK would add here is done the same way:
 

@@ -43,8 +43,8 @@ from provisioner.content.layout import check_package_id, check_version, manifest
 from provisioner.content.manifest import Stored, content, locations, unseal
 from provisioner.errors import CdpError
 
-WORKERS = 4  # concurrent GETs: storage (one Azurite process here) is the limit, more only adds contention
-RANGE_BYTES = 9 * 1024 * 1024  # one GET reads up to this much: a whole pack (storage reads a range from its start)
+WORKERS = 4  # concurrent GETs: storage is the limit here, more threads only add contention
+RANGE_BYTES = 9 * 1024 * 1024  # a GET reads up to a whole pack (Azurite reads a range from its start)
 Progress = Callable[[int, int], None]  # (bytes just done, total bytes of the version)
 
 
@@ -157,11 +157,9 @@ def _begin(run: _Run, container: Container, location: Location, report: Report) 
     try:
         manifest = unseal(blob, run.keys, location.version)
         where = locations(manifest)
-    except crypto.CorruptContent as exc:
-        raise DamagedChunk(str(exc)) from None
     except ValueError:
         raise DamagedChunk(f"{what} is not JSON") from None
-    except CdpError as exc:
+    except CdpError as exc:  # does not decrypt (CorruptContent), another format, or no locations
         raise DamagedChunk(str(exc)) from None
     run.downloaded += len(blob)
     if run.placement is not None:
@@ -201,15 +199,16 @@ def _download(run: _Run, container: Container) -> None:
         view = memoryview(blob)
         for chunk_id in span:
             _, offset, stored = run.where[chunk_id]
-            if offset - start + stored > len(blob):
+            if offset - start + stored > len(blob):  # the pack ends early
                 raise SourceDown(f"chunk {chunk_id} is not in its storage")
+            at = offset - start
             try:
-                data = crypto.decrypt_chunk(run.keys.content_key, chunk_id, view[offset - start:offset - start + stored],
-                                            run.keys.id_key)
+                data = crypto.decrypt_chunk(run.keys.content_key, chunk_id, view[at:at + stored], run.keys.id_key)
             except crypto.CorruptContent as exc:
                 raise _damaged(run, chunk_id, str(exc).split(" is damaged: ", 1)[-1]) from None
-            if len(data) != run.placement.sizes[chunk_id]:
-                raise _damaged(run, chunk_id, f"{len(data)} bytes where the manifest says {run.placement.sizes[chunk_id]}")
+            size = run.placement.sizes[chunk_id]
+            if len(data) != size:
+                raise _damaged(run, chunk_id, f"{len(data)} bytes where the manifest says {size}")
             run.stage.write(chunk_id, data)
             run.done(len(data) * len(run.placement.places[chunk_id]), stored)
 

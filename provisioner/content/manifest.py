@@ -224,6 +224,12 @@ def content(manifest: dict) -> dict:
     return {key: value for key, value in manifest.items() if key != "packs"}
 
 
+def stored_bytes(manifest: dict) -> int:
+    """What the version's distinct chunks take in storage (egress is counted with it)."""
+    distinct = {chunk["id"]: chunk["size"] for chunk in manifest["chunks"]}
+    return sum(crypto.encrypted_size(size) for size in distinct.values())
+
+
 def locate(manifest: dict, where: dict[str, Stored]) -> dict:
     """The manifest of one distribution point: its content and where that DP stores each chunk."""
     packs: dict[str, list] = {}

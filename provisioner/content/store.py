@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING
 from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError, ResourceNotFoundError
 
 from provisioner.content import layout
-from provisioner.content.crypto import CorruptContent, decrypt_chunk, encrypted_size
-from provisioner.content.manifest import Stored, locations, seal, unseal
+from provisioner.content.crypto import CorruptContent, decrypt_chunk
+from provisioner.content.manifest import Stored, locations, seal, stored_bytes, unseal
 from provisioner.errors import CdpError
 from provisioner.site.state import State
 
@@ -268,17 +268,15 @@ class PackageStore:
             for pack_id, chunks in document.get("packs", {}).items():
                 used.setdefault(pack_id, set()).update((chunk_id, offset) for chunk_id, offset in chunks)
 
-        def chunks_of(pack_id: str) -> list[tuple[str, int, int]]:
-            return layout.parse_pack_metadata(packs[pack_id].metadata) or []
-
+        chunks_of = {p: layout.parse_pack_metadata(blob.metadata) or [] for p, blob in packs.items()}
         unused = sorted(set(packs) - set(used))
         partial = sorted(p for p in set(packs) & set(used)
-                         if any((c, offset) not in used[p] for c, offset, _ in chunks_of(p)))
+                         if any((c, offset) not in used[p] for c, offset, _ in chunks_of[p]))
         moved: dict[tuple[str, str, int], tuple[str, int]] = {}  # (pack, chunk, offset) -> (new pack, offset)
         new_bytes = 0
         for pack_id in partial:
             data = memoryview(self.get_pack(pack_id))
-            keep = [(c, offset, size) for c, offset, size in chunks_of(pack_id) if (c, offset) in used[pack_id]]
+            keep = [(c, offset, size) for c, offset, size in chunks_of[pack_id] if (c, offset) in used[pack_id]]
             new_id = secrets.token_hex(16)
             placed = 0
             for c, offset, size in keep:
@@ -296,12 +294,11 @@ class PackageStore:
                     to_pack, to_offset = moved.get((pack_id, chunk_id, offset), (pack_id, offset))
                     relocated.setdefault(to_pack, []).append([chunk_id, to_offset])
             document = {**document, "packs": relocated}
-            distinct = {chunk["id"]: chunk["size"] for chunk in document["chunks"]}
-            self.put_manifest(version, seal(document, keys), sum(encrypted_size(n) for n in distinct.values()))
+            self.put_manifest(version, seal(document, keys), stored_bytes(document))
         gone = unused + partial
         self.delete_packs(gone)
-        kept = {c for p in set(packs) - set(gone) for c, _, _ in chunks_of(p)} | {c for _, c, _ in moved}
-        deleted = {c for p in gone for c, _, _ in chunks_of(p)} - kept
+        kept = {c for p in set(packs) - set(gone) for c, _, _ in chunks_of[p]} | {c for _, c, _ in moved}
+        deleted = {c for p in gone for c, _, _ in chunks_of[p]} - kept
         return GarbageCollection(sorted(deleted), sum(packs[p].size for p in gone) - new_bytes, len(kept),
                                  len(gone))
 

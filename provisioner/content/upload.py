@@ -192,8 +192,9 @@ def distribute(
     ``source`` is a path or a :class:`manifest.Tree` already scanned (bad input is refused
     before storage is touched). ``progress(n)`` is called in this thread with the plaintext
     bytes of each chunk once every target has it (in storage or in a pack being filled).
-    ``repair`` names chunks to store again (in a new pack) even if storage lists them (corrupt). ``make_current=False`` stores the
-    version without pointing ``current`` at it (repairing an older version).
+    ``repair`` names chunks to store again (in a new pack) even if storage lists them (corrupt).
+    ``make_current=False`` stores the version without pointing ``current`` at it (repairing an
+    older version).
 
     A target's storage failure is its result's error. Other exceptions (a bug, an unreadable
     source, one raised by ``progress``) propagate once in-flight uploads have settled; either
@@ -215,8 +216,7 @@ def distribute(
     document = manifest_mod.build(
         tree, chunks, package=release.package, version=release.version, content_type=release.content_type
     )
-    distinct = {chunk["id"]: chunk["size"] for chunk in chunks}
-    stored_bytes = sum(crypto.encrypted_size(size) for size in distinct.values())
+    stored_bytes = manifest_mod.stored_bytes(document)
     for run in runs:
         run.result.chunks_total = len(chunks)
         if run.live:
