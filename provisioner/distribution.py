@@ -112,7 +112,8 @@ def store_of(site: Site, name: str, package: str) -> PackageStore:
 
 @contextmanager
 def package_lock(site: Site, package: str, *, exclusive: bool = False, info: Info = _quiet) -> Iterator[None]:
-    """Hold the site's lock on ``package``: shared waits for a removal; exclusive never waits."""
+    """Hold the site's lock on ``package``: shared waits for a removal; exclusive never waits.
+    The lock is released once every front end answers with what was changed under it."""
     folder = site.home / "locks"
     folder.mkdir(mode=0o700, exist_ok=True)
     with open(folder / f"{layout.check_package_id(package)}.lock", "a+b") as handle:
@@ -125,7 +126,12 @@ def package_lock(site: Site, package: str, *, exclusive: bool = False, info: Inf
                                "process; try again when it has finished") from None
             info(f"waiting: package {package} is being removed by another cdp process")
             fcntl.flock(handle, mode)
-        yield
+        try:
+            yield
+        finally:  # what was changed under the lock is what clients get once it is released
+            from provisioner.content.store import wait_until_visible
+
+            wait_until_visible()
 
 
 def plan(site: Site, request: Request) -> Plan:

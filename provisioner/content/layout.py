@@ -38,6 +38,10 @@ PACK_METADATA = "chunks"
 MANIFESTS_PREFIX = "manifests/"
 CURRENT_BLOB = "current"
 POINTER_FORMAT = 1
+# A front end answers from a ``current`` pointer, or from a manifest it found missing, that it
+# began reading at most this many seconds before; whoever writes them waits this long before
+# saying the change is done, so every client asking afterwards gets it.
+VISIBLE_AFTER = 1.0
 
 
 def check_package_id(package_id: str) -> str:

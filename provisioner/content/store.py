@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import re
 import secrets
+import threading
+import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -56,6 +58,25 @@ def client_options() -> dict:
 
 class StorageError(CdpError):
     """Storage did not answer or refused a request (after the retry policy gave up)."""
+
+
+_changes = threading.Lock()
+_changed_at: float | None = None  # when this process last wrote a current pointer or a manifest
+
+
+def _changed() -> None:
+    global _changed_at
+    with _changes:
+        _changed_at = time.monotonic()
+
+
+def wait_until_visible() -> None:
+    """Return once every front end answers with the current pointers and manifests this
+    process wrote: front ends answer from reads at most :data:`layout.VISIBLE_AFTER` old."""
+    with _changes:
+        changed = _changed_at
+    if changed is not None:
+        time.sleep(max(0.0, changed + layout.VISIBLE_AFTER - time.monotonic()))
 
 
 class MissingContent(CdpError):
@@ -182,6 +203,7 @@ class PackageStore:
         with _storage(f"cannot store the manifest of {version}"):
             self.container.upload_blob(layout.manifest_blob(version), blob, overwrite=True,
                                        metadata=metadata)
+        _changed()
 
     def get_manifest(self, version: str) -> bytes:
         return self._get(layout.manifest_blob(version), f"the manifest of version {version}")
@@ -212,13 +234,15 @@ class PackageStore:
     def set_current(self, version: str) -> None:
         with _storage(f"cannot point current at {version}"):
             self.container.upload_blob(layout.CURRENT_BLOB, layout.current_pointer(version), overwrite=True)
+        _changed()
 
     def delete_current(self) -> None:
         with _storage("cannot delete the current pointer"):
             try:
                 self.container.delete_blob(layout.CURRENT_BLOB)
             except ResourceNotFoundError:
-                pass
+                return
+        _changed()
 
     # checks that need the package keys
 

@@ -1,13 +1,13 @@
 """Where a package version lives, and the read-only SAS that lets one client read it.
 
-Most location requests are served from memory: the ``current`` pointer of a package is cached
-for :data:`CURRENT_TTL` seconds, a manifest that exists (and its stored bytes) for
-:data:`MANIFEST_TTL` seconds, and a miss for :data:`MISS_TTL` seconds. Concurrent requests for
-the same uncached entry share one storage call, and a found entry just past its ttl is still
-answered while one background call refreshes it (:class:`TtlCache`): a new ``current`` reaches
-clients within about a second on a busy front end and :data:`CURRENT_GRACE` seconds more at
-worst. A SAS depends only on the container and the
-second it is signed in, so each container's SAS is signed at most once a second.
+Most location requests are served from memory: the ``current`` pointer of a package, and a
+manifest found missing, for :data:`layout.VISIBLE_AFTER` seconds from the start of the read
+(so a ``distribute`` that has returned is what every client gets: it waits that long after its
+last write); a manifest that exists (and its stored bytes) for :data:`MANIFEST_TTL` seconds,
+answered a while longer while one background call refreshes it. Concurrent requests for the
+same uncached entry share one storage call (:class:`TtlCache`). A SAS depends only on the
+container and the second it is signed in, so each container's SAS is signed at most once a
+second.
 
 The SAS is a container SAS with *read* permission only: a client reads ``manifests/<version>``
 and then the chunks the manifest names, so it never needs to list. HTTPS only, valid from a
@@ -32,11 +32,8 @@ from provisioner.content import layout
 from provisioner.errors import CdpError
 from provisioner.frontend.settings import Settings
 
-CURRENT_TTL = 1.0
-CURRENT_GRACE = 2.0
 MANIFEST_TTL = 60.0
 MANIFEST_GRACE = 60.0
-MISS_TTL = 1.0
 CACHE_ENTRIES = 10_000
 CLOCK_SKEW = timedelta(minutes=1)
 # A user delegation key is asked for this long (Azure's most) and renewed while it still
@@ -83,10 +80,11 @@ class Location:
 class TtlCache(Generic[K, V]):
     """An in-memory cache whose loads are shared by concurrent callers.
 
-    ``loader(key)`` returns ``(value, ttl, grace)``. For ``grace`` seconds after its ttl an
-    entry is still answered while one background load refreshes it, so a busy front end never
-    makes requests wait for storage; after that, callers wait for a fresh load. An exception a
-    load raises is not cached (a failed refresh leaves the entry to age out).
+    ``loader(key)`` returns ``(value, ttl, grace)``; the ttl counts from the start of the load,
+    so a value is never answered more than ttl seconds after storage was asked for it. For
+    ``grace`` seconds after its ttl an entry is still answered while one background load
+    refreshes it; after that, callers wait for a fresh load. An exception a load raises is not
+    cached (a failed refresh leaves the entry to age out).
     """
 
     def __init__(self, loader: Callable[[K], Awaitable[tuple[V, float, float]]],
@@ -116,8 +114,8 @@ class TtlCache(Generic[K, V]):
 
     async def _load(self, key: K) -> V:
         try:
-            value, ttl, grace = await self._loader(key)
             now = self._clock()
+            value, ttl, grace = await self._loader(key)
             if len(self._entries) >= CACHE_ENTRIES:
                 self._entries = {k: e for k, e in self._entries.items() if e[1] > now}
                 if len(self._entries) >= CACHE_ENTRIES:
@@ -216,11 +214,11 @@ class Locator:
             stream = await blob.download_blob()
             body = await stream.readall()
         except ResourceNotFoundError:
-            return None, MISS_TTL, 0.0
+            return None, layout.VISIBLE_AFTER, 0.0
         except AzureError as exc:
             raise StorageUnavailable(f"cannot read the current version of {package}: {describe(exc)}") from None
         try:
-            return layout.parse_current(body), CURRENT_TTL, CURRENT_GRACE
+            return layout.parse_current(body), layout.VISIBLE_AFTER, 0.0
         except CdpError:
             raise StorageUnavailable(f"the current pointer of package {package} is damaged") from None
 
@@ -232,7 +230,7 @@ class Locator:
         try:
             props = await manifest.get_blob_properties()
         except ResourceNotFoundError:
-            return False, MISS_TTL, 0.0
+            return False, layout.VISIBLE_AFTER, 0.0
         except AzureError as exc:
             raise StorageUnavailable(f"cannot read version {version} of {package}: {describe(exc)}") from None
         chunks = await self._chunk_bytes(container, props.metadata or {})
