@@ -257,7 +257,7 @@ def test_location_resolves_current_and_an_explicit_version(local_cloud, main, st
     assert answer["bytes"] == len(CHUNK_BYTES) + len(MANIFEST_2)  # no metadata: packs listed
 
 
-def test_a_new_current_version_is_answered_once_visible_after_has_passed(local_cloud, main, storage, site):
+def test_a_new_or_removed_version_is_answered_once_visible_after_has_passed(local_cloud, main, storage, site):
     moving = "app.moving"
     container = storage.service.get_container_client(layout.container_name(moving))
     container.create_container()
@@ -271,6 +271,10 @@ def test_a_new_current_version_is_answered_once_visible_after_has_passed(local_c
     time.sleep(layout.VISIBLE_AFTER)  # what distribute waits after its last write
     for _ in range(3):
         assert request(local_cloud, main, f"/v1/locations/{moving}", token)[1]["version"] == "2.0"
+    assert request(local_cloud, main, f"/v1/locations/{moving}/1.0", token)[0] == 200
+    container.delete_blob(layout.manifest_blob("1.0"))  # as content remove does
+    time.sleep(layout.VISIBLE_AFTER)
+    assert request(local_cloud, main, f"/v1/locations/{moving}/1.0", token)[0] == 404
 
 
 def test_the_sas_reads_that_container_only(local_cloud, main, token):
@@ -406,7 +410,7 @@ def test_the_egress_month_follows_the_utc_calendar():
     assert meter.this_month() == "2026-01" and meter.refusal() is None and meter.total() == 0
 
 
-def test_the_cache_shares_loads_and_answers_stale_entries_while_refreshing():
+def test_the_cache_shares_loads_and_never_answers_a_read_older_than_its_ttl():
     import asyncio
 
     from provisioner.frontend.locations import TtlCache
@@ -414,40 +418,22 @@ def test_the_cache_shares_loads_and_answers_stale_entries_while_refreshing():
     clock, loads = [0.0], []
 
     async def loader(key):
-        loads.append(key)
-        started = clock[0]
+        loads.append(clock[0])
         await asyncio.sleep(0.01)
         clock[0] += 0.5  # storage took half a second: the ttl counts from before it was asked
-        return f"{key}@{started}", 1.0, 2.0
+        return f"{key}@{loads[-1]}"
 
     async def scenario():
-        cache = TtlCache(loader, clock=lambda: clock[0])
+        cache = TtlCache(loader, 1.0, clock=lambda: clock[0])
         assert await asyncio.gather(*(cache.get("k") for _ in range(10))) == ["k@0.0"] * 10
-        assert len(loads) == 1  # ten callers, one load
+        assert loads == [0.0]  # ten callers, one load
         clock[0] = 0.99
-        assert await cache.get("k") == "k@0.0" and len(loads) == 1
-        clock[0] = 1.5  # past the ttl, within the grace: the old value, and a refresh behind it
-        assert await cache.get("k") == "k@0.0"
-        await asyncio.sleep(0.05)
-        assert await cache.get("k") == "k@1.5" and len(loads) == 2
-        clock[0] = 10.0  # past the grace: wait for a fresh value
-        assert await cache.get("k") == "k@10.0"
-
-    async def no_grace():
-        calls = []
-
-        async def current(key):
-            calls.append(clock[0])
-            return len(calls), 1.0, 0.0
-
-        cache = TtlCache(current, clock=lambda: clock[0])
-        clock[0] = 100.0
-        assert await cache.get("p") == 1
-        clock[0] = 101.0  # exactly the ttl after the read began: read again, never the old value
-        assert await cache.get("p") == 2 and calls == [100.0, 101.0]
+        assert await cache.get("k") == "k@0.0" and loads == [0.0]
+        clock[0] = 1.0  # one second after the read began: read again, never the old value
+        assert await asyncio.gather(cache.get("k"), cache.get("k")) == ["k@1.0"] * 2
+        assert loads == [0.0, 1.0] and len(cache) == 1
 
     asyncio.run(scenario())
-    asyncio.run(no_grace())
 
 
 def test_bad_settings_are_named():

@@ -61,7 +61,7 @@ class StorageError(CdpError):
 
 
 _changes = threading.Lock()
-_changed_at: float | None = None  # when this process last wrote a current pointer or a manifest
+_changed_at: float | None = None  # when this process last wrote or deleted a current pointer or a manifest
 
 
 def _changed() -> None:
@@ -222,7 +222,8 @@ class PackageStore:
             try:
                 self.container.delete_blob(layout.manifest_blob(version))
             except ResourceNotFoundError:
-                pass
+                return
+        _changed()
 
     def current(self) -> str | None:
         """The version clients get when they ask for "current", or None."""

@@ -1,13 +1,12 @@
 """Where a package version lives, and the read-only SAS that lets one client read it.
 
-Most location requests are served from memory: the ``current`` pointer of a package, and a
-manifest found missing, for :data:`layout.VISIBLE_AFTER` seconds from the start of the read
-(so a ``distribute`` that has returned is what every client gets: it waits that long after its
-last write); a manifest that exists (and its stored bytes) for :data:`MANIFEST_TTL` seconds,
-answered a while longer while one background call refreshes it. Concurrent requests for the
-same uncached entry share one storage call (:class:`TtlCache`). A SAS depends only on the
-container and the second it is signed in, so each container's SAS is signed at most once a
-second.
+Most location requests are served from memory: what the front end read of a package (its
+``current`` pointer; whether a manifest exists, and the bytes a client downloads for it) is
+answered for :data:`layout.VISIBLE_AFTER` seconds from the start of the read, so what a
+``distribute`` or ``content remove`` that has returned wrote is what every client gets (they
+wait that long after their last write). Concurrent requests for the same entry share one
+storage call (:class:`TtlCache`). A SAS depends only on the container and the second it is
+signed in, so each container's SAS is signed at most once a second.
 
 The SAS is a container SAS with *read* permission only: a client reads ``manifests/<version>``
 and then the chunks the manifest names, so it never needs to list. HTTPS only, valid from a
@@ -32,8 +31,6 @@ from provisioner.content import layout
 from provisioner.errors import CdpError
 from provisioner.frontend.settings import Settings
 
-MANIFEST_TTL = 60.0
-MANIFEST_GRACE = 60.0
 CACHE_ENTRIES = 10_000
 CLOCK_SKEW = timedelta(minutes=1)
 # A user delegation key is asked for this long (Azure's most) and renewed while it still
@@ -80,47 +77,38 @@ class Location:
 class TtlCache(Generic[K, V]):
     """An in-memory cache whose loads are shared by concurrent callers.
 
-    ``loader(key)`` returns ``(value, ttl, grace)``; the ttl counts from the start of the load,
-    so a value is never answered more than ttl seconds after storage was asked for it. For
-    ``grace`` seconds after its ttl an entry is still answered while one background load
-    refreshes it; after that, callers wait for a fresh load. An exception a load raises is not
-    cached (a failed refresh leaves the entry to age out).
+    A value ``loader(key)`` returned is answered until ``ttl`` seconds after the load began, so
+    never more than ``ttl`` seconds after storage was asked for it; then the next caller loads
+    it again, and the callers meanwhile wait for that load. An exception is not cached.
     """
 
-    def __init__(self, loader: Callable[[K], Awaitable[tuple[V, float, float]]],
+    def __init__(self, loader: Callable[[K], Awaitable[V]], ttl: float,
                  clock: Callable[[], float] = time.monotonic):
         self._loader = loader
+        self._ttl = ttl
         self._clock = clock
-        self._entries: dict[K, tuple[float, float, V]] = {}  # key -> (fresh until, stale until, value)
+        self._entries: dict[K, tuple[float, V]] = {}  # key -> (answered until, value)
         self._loading: dict[K, asyncio.Future] = {}
 
     async def get(self, key: K) -> V:
         entry = self._entries.get(key)
-        if entry is not None:
-            now = self._clock()
-            if now < entry[0]:
-                return entry[2]
-            if now < entry[1]:
-                self._refresh(key)
-                return entry[2]
-        return await asyncio.shield(self._refresh(key))
-
-    def _refresh(self, key: K) -> asyncio.Future:
+        if entry is not None and self._clock() < entry[0]:
+            return entry[1]
         pending = self._loading.get(key)
         if pending is None:
             pending = self._loading[key] = asyncio.ensure_future(self._load(key))
             pending.add_done_callback(_retrieve)
-        return pending
+        return await asyncio.shield(pending)
 
     async def _load(self, key: K) -> V:
         try:
-            now = self._clock()
-            value, ttl, grace = await self._loader(key)
+            started = self._clock()
+            value = await self._loader(key)
             if len(self._entries) >= CACHE_ENTRIES:
-                self._entries = {k: e for k, e in self._entries.items() if e[1] > now}
+                self._entries = {k: e for k, e in self._entries.items() if e[0] > started}
                 if len(self._entries) >= CACHE_ENTRIES:
                     self._entries.clear()
-            self._entries[key] = (now + ttl, now + ttl + grace, value)
+            self._entries[key] = (started + self._ttl, value)
             return value
         finally:
             del self._loading[key]
@@ -191,8 +179,9 @@ class Locator:
         self.settings = settings
         self.service = service
         self.signer = signer
-        self._current: TtlCache[str, str | None] = TtlCache(self._load_current)
-        self._manifests: TtlCache[tuple[str, str], int | None | bool] = TtlCache(self._load_manifest)
+        self._current: TtlCache[str, str | None] = TtlCache(self._load_current, layout.VISIBLE_AFTER)
+        self._manifests: TtlCache[tuple[str, str], int | None | bool] = TtlCache(self._load_manifest,
+                                                                                 layout.VISIBLE_AFTER)
 
     async def locate(self, package: str, version: str | None) -> Location:
         container = _container(package)
@@ -208,21 +197,21 @@ class Locator:
         sas, expires_at = await self.signer.sign(container)
         return Location(package, version, self.settings.container_url(container), sas, expires_at, stored)
 
-    async def _load_current(self, package: str) -> tuple[str | None, float, float]:
+    async def _load_current(self, package: str) -> str | None:
         blob = self.service.get_blob_client(_container(package), layout.CURRENT_BLOB)
         try:
             stream = await blob.download_blob()
             body = await stream.readall()
         except ResourceNotFoundError:
-            return None, layout.VISIBLE_AFTER, 0.0
+            return None
         except AzureError as exc:
             raise StorageUnavailable(f"cannot read the current version of {package}: {describe(exc)}") from None
         try:
-            return layout.parse_current(body), layout.VISIBLE_AFTER, 0.0
+            return layout.parse_current(body)
         except CdpError:
             raise StorageUnavailable(f"the current pointer of package {package} is damaged") from None
 
-    async def _load_manifest(self, key: tuple[str, str]) -> tuple[int | None | bool, float, float]:
+    async def _load_manifest(self, key: tuple[str, str]) -> int | None | bool:
         """The bytes a client downloads for the version (None if unknown), or False if absent."""
         package, version = key
         container = _container(package)
@@ -230,11 +219,11 @@ class Locator:
         try:
             props = await manifest.get_blob_properties()
         except ResourceNotFoundError:
-            return False, layout.VISIBLE_AFTER, 0.0
+            return False
         except AzureError as exc:
             raise StorageUnavailable(f"cannot read version {version} of {package}: {describe(exc)}") from None
         chunks = await self._chunk_bytes(container, props.metadata or {})
-        return (None if chunks is None else chunks + props.size), MANIFEST_TTL, MANIFEST_GRACE
+        return None if chunks is None else chunks + props.size
 
     async def _chunk_bytes(self, container: str, metadata: dict[str, str]) -> int | None:
         """The stored bytes of the version's chunks: the manifest's ``stored_bytes`` metadata,
