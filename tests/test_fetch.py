@@ -322,15 +322,46 @@ def test_a_source_failing_midway_hands_over_to_the_next(home, tmp_path):
     dp1 = container_of(home, "dp1", "halfway")
     where = stored_chunks(dp1)
     assert len({pack for pack, _, _ in where.values()}) >= 2
-    lost = drop_pack_of(dp1, max(where))  # one of dp1's packs  # dp1 serves the location and the manifest, then lacks a pack
+    lost = drop_pack_of(dp1, max(where))  # dp1 serves the location and the manifest, then lacks a pack
     chunks = list(where)
 
     result, stderr = fetched(home, bundle, "halfway", tmp_path / "dest")
     assert result["source"] == "dp2"
     assert any(f"dp1: chunk {c} is not in its storage, trying dp2" in stderr for c in lost), stderr
-    # What dp1 delivered was kept: every chunk came over the network once.
-    assert result["bytes_downloaded"] < result["bytes_total"] + len(chunks) * 64 + 4096
+    # What dp1 delivered was kept: every chunk came over the network once; the manifest three
+    # times (dp1's again when the pack was gone, in case a removal had moved it; dp2's).
+    assert result["bytes_downloaded"] < result["bytes_total"] + len(chunks) * 64 + 3 * 4096
     assert tree(tmp_path / "dest") == tree(src)
+
+
+def test_a_pack_compacted_by_a_removal_midway_is_read_from_where_it_went(home, tmp_path):
+    from provisioner.access import load_bundle
+    from provisioner.client.fetch import fetch as fetch_version
+
+    v1, v2 = tmp_path / "v1", tmp_path / "v2"
+    write_random(v1 / "b-shared.bin", 3 * MiB, seed=21)
+    write_random(v1 / "c-only-in-1.bin", 2 * MiB, seed=22)
+    write_random(v2 / "a-new-in-2.bin", 3 * MiB // 2, seed=23)
+    shutil.copy(v1 / "b-shared.bin", v2 / "b-shared.bin")
+    for version, src in (("1", v1), ("2", v2)):
+        ok(home, "distribute", src, "--package", "compacted", "--version", version, "--to", "dp1")
+    bundle = load_bundle(issue(home, tmp_path, "pc-compacted", "compacted"))
+    before = set(pack for pack, _, _ in stored_chunks(container_of(home, "dp1", "compacted")).values())
+    removals = []
+
+    def remove_v1_once(done: int, total: int) -> None:  # while the first range is being staged
+        if not removals:
+            removals.append(ok(home, "content", "remove", "--package", "compacted", "--version", "1", "--yes"))
+
+    lines = []
+    result = fetch_version(bundle, "compacted", tmp_path / "dest", workers=1, progress=remove_v1_once,
+                           report=lines.append)
+    after = set(pack for pack, _, _ in stored_chunks(container_of(home, "dp1", "compacted")).values())
+    assert removals and after - before and before - after  # a pack v2 uses was compacted into a new one
+    assert result.source == "dp1" and result.version == "2", lines
+    assert tree(tmp_path / "dest") == tree(v2)
+    # The staged chunks were kept: only the manifest came twice.
+    assert result.bytes_downloaded < result.bytes_total + 64 * 1024
 
 
 def test_refused_tokens_fail_with_one_line(home, tiny, tmp_path):

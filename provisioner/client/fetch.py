@@ -14,8 +14,9 @@ For each source in the bundle's order until one completes the version:
    in memory; each chunk is checked (GCM tag, then its keyed id) before its bytes are written
    into the staging area.
 
-A source that stops answering (after azure-core's retries), lacks a chunk, or serves a
-damaged one is reported and the next source continues where it stopped: what is staged stays.
+A pack that is gone (a ``content remove`` compacted it after the manifest was read) makes the
+fetch read that source's manifest again, once, and go on. A source that stops answering (after
+azure-core's retries), lacks a chunk, or serves a damaged one is reported and the next source continues where it stopped: what is staged stays.
 Once every chunk is in, each file's SHA-256 is checked and the files are moved into DIR.
 If no source serves an intact copy, the fetch fails naming the damaged file and its chunk, the
 staging area is removed, and DIR is left as it was. An interruption (kill, network down
@@ -65,6 +66,10 @@ class FetchResult:
 
 class SourceDown(CdpError):
     """This source stopped serving in the middle (storage unreachable, a blob missing)."""
+
+
+class PackGone(SourceDown):
+    """A pack the manifest names is not in storage: a removal may have compacted it since."""
 
 
 class DamagedChunk(CdpError):
@@ -121,7 +126,11 @@ def fetch(bundle: Bundle, package: str, dest: Path, version: str | None = None, 
             try:
                 with Container(location.container_url, location.sas, verify(source)) as container:
                     _begin(run, container, location, report)
-                    _download(run, container)
+                    try:
+                        _download(run, container)
+                    except PackGone:  # moved by a removal since the manifest was read: read it again
+                        _begin(run, container, location, report)
+                        _download(run, container)
             except SourceDown as exc:
                 attempts.failed(source, str(exc))
                 continue
@@ -195,7 +204,7 @@ def _download(run: _Run, container: Container) -> None:
     def get(span: list[str]) -> None:
         pack_id, start, _ = run.where[span[0]]
         length = sum(run.where[chunk_id][2] for chunk_id in span)
-        blob = _get(container, pack_blob(pack_id), f"chunk {span[0]}", start, length)
+        blob = _get(container, pack_blob(pack_id), f"chunk {span[0]}", start, length, PackGone)
         view = memoryview(blob)
         for chunk_id in span:
             _, offset, stored = run.where[chunk_id]
@@ -238,11 +247,12 @@ def _damaged(run: _Run, chunk_id: str, why: str) -> DamagedChunk:
     return DamagedChunk(f"file {files} is damaged (chunk {chunk_id}: {why})")
 
 
-def _get(container: Container, name: str, what: str, offset: int = 0, length: int | None = None) -> bytearray:
+def _get(container: Container, name: str, what: str, offset: int = 0, length: int | None = None,
+         gone: type[SourceDown] = SourceDown) -> bytearray:
     try:
         return container.get(name, offset, length)
     except BlobUnavailable as exc:
-        raise SourceDown(f"{what} is not in its storage" if exc.missing else str(exc)) from None
+        raise (gone(f"{what} is not in its storage") if exc.missing else SourceDown(str(exc))) from None
 
 
 def _each(items: Iterable, job: Callable, workers: int) -> None:
