@@ -388,8 +388,8 @@ def test_the_app_package_runs_alone(local_cloud, storage, site, tmp_path):
 # -- pure parts ----------------------------------------------------------------------------------
 
 
-def test_log_redaction_removes_sas_signatures_tokens_and_keys():
-    from provisioner.frontend.app import redact
+def test_redaction_removes_sas_signatures_tokens_and_keys():
+    from provisioner.redaction import redact
 
     token = "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJjIn0.c2lnbmF0dXJl"
     text = redact(f"GET https://a/b?sp=r&sig=abc%3D&se=1 Authorization: Bearer {token} AccountKey=k3y==; {token}")

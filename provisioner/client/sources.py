@@ -34,12 +34,12 @@ from azure.core.rest import HttpRequest
 from provisioner.access import Bundle, Source
 from provisioner.content.layout import check_package_id, check_version
 from provisioner.errors import CdpError
+from provisioner.redaction import redact
 
 Report = Callable[[str], None]
 CONNECT_TIMEOUT = 5
 READ_TIMEOUT = 15
 REDACTED = "<redacted>"
-_SECRET = re.compile(r"(?i)(\bsig=|\bbearer\s+|eyJ[\w-]*\.)[^\s&'\"]*")
 
 
 @dataclass(frozen=True)
@@ -195,7 +195,7 @@ def locate(bundle: Bundle, package: str, version: str | None = None,
 def clean(text: str) -> str:
     """One short line from a remote message, with anything shaped like a secret removed."""
     line = " ".join(str(text).split())
-    return _SECRET.sub(lambda m: m.group(1) + "***", line)[:200]
+    return redact(line)[:200]
 
 
 def _json(response) -> Any:

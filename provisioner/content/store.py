@@ -14,7 +14,6 @@ starts from a fresh listing and rewrites the index from it.
 
 from __future__ import annotations
 
-import re
 import secrets
 import threading
 import time
@@ -30,14 +29,13 @@ from provisioner.content import layout
 from provisioner.content.crypto import CorruptContent, decrypt_chunk
 from provisioner.content.manifest import Stored, locations, seal, stored_bytes, unseal
 from provisioner.errors import CdpError
+from provisioner.redaction import redact
 from provisioner.site.state import State
 
 if TYPE_CHECKING:
     from azure.storage.blob import ContainerClient
 
     from provisioner.content.keys import PackageKeys
-
-_SAS = re.compile(r"(sig|se|sp|sv|sr|st|skoid|sktid|skt|ske|sks|skv)=[^&\s'\"]+", re.I)
 
 
 def client_options() -> dict:
@@ -90,7 +88,7 @@ def describe(exc: AzureError) -> str:
         text = f"HTTP {exc.status_code} {code}".strip()
     else:
         text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    return _SAS.sub(r"\1=***", text)[:300]
+    return redact(text)[:300]
 
 
 @contextmanager

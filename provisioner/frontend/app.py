@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import gc
 import logging
-import re
 from typing import Any, AsyncIterator
 
 from azure.core.exceptions import AzureError
@@ -37,6 +36,7 @@ from starlette.routing import Route
 from provisioner.frontend.control import CONTROL_CONTAINER, EgressMeter, ServingState
 from provisioner.frontend.locations import Locator, NotFound, SasSigner, StorageUnavailable
 from provisioner.frontend.settings import Settings
+from provisioner.redaction import redact
 from provisioner.tokens import TokenForbidden, TokenInvalid, Verifier
 
 log = logging.getLogger("provisioner.frontend")
@@ -194,19 +194,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
 
 # -- logging -----------------------------------------------------------------------------------
-
-_SECRETS = [
-    (re.compile(r"(?i)\b(sig|skoid|sktid|skv|sks)=[^&\s'\"]+"), r"\1=***"),
-    (re.compile(r"(?i)\bbearer\s+[^\s'\"]+"), "Bearer ***"),
-    (re.compile(r"eyJ[\w-]*\.[\w-]+\.[\w-]*"), "***"),  # anything shaped like a JWT
-    (re.compile(r"(?i)(AccountKey=|account_key['\"]?\s*[:=]\s*['\"]?)[^;\s'\"]+"), r"\1***"),
-]
-
-
-def redact(text: str) -> str:
-    for pattern, replacement in _SECRETS:
-        text = pattern.sub(replacement, text)
-    return text
 
 
 class RedactingFormatter(logging.Formatter):
