@@ -15,7 +15,6 @@ import shutil
 import signal
 import stat
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import pytest
 from provisioner.localcloud import LocalCloud
 from provisioner.site import Site
 
+from helpers import cdp, command, local_site
 from packs import corrupt_chunk, drop_pack_of, stored_chunks
 
 MiB = 1024 * 1024
@@ -35,24 +35,10 @@ BIG = 256 * MiB
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
-    home = tmp_path_factory.mktemp("fetch") / "cdp-home"
-    cloud = LocalCloud(Site.open(home))
-    cloud.start()
-    try:
+    with local_site(tmp_path_factory, "fetch", provision=("dp1", "dp2")) as home:
         (home / "cdp.toml").write_text(
             '[boundary_groups.branch]\nclients = ["branch-*"]\ndistribution_points = ["dp1"]\n')
-        for name in ("dp1", "dp2"):
-            done = cdp(home, "provision", name)
-            assert done.returncode == 0, done.stderr
         yield home
-    finally:
-        cloud.stop()
-
-
-def cdp(home, *args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "provisioner", *map(str, args)],
-                          env={**os.environ, "CDP_HOME": str(home)}, input="",
-                          capture_output=True, text=True, timeout=timeout)
 
 
 SECRETS: set[str] = {"sig=", "Bearer", "AccountKey"}
@@ -256,10 +242,8 @@ def test_an_interrupted_fetch_resumes(home, big, tmp_path):
     folder, bundle = big
     dest = tmp_path / "dest"
     journal = dest / ".cdp/packages/big/staging/journal"
-    argv = [sys.executable, "-m", "provisioner", "fetch", "--access", str(bundle), "--package", "big",
-            "--dest", str(dest)]
-    proc = subprocess.Popen(argv, env={**os.environ, "CDP_HOME": str(home)},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    argv, environ = command(home, "fetch", "--access", bundle, "--package", "big", "--dest", dest)
+    proc = subprocess.Popen(argv, env=environ, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while proc.poll() is None and time.monotonic() < deadline:
         if journal.exists() and journal.read_bytes().count(b"\n") >= 8:
