@@ -230,7 +230,7 @@ def _remove_from(site: Site, store, name: str, keys, version: str | None, info: 
     index = ChunkIndex(site.state, store.location)
     if version is None:
         info(f"{name}: deleting package {package}")
-        stored, packs = store.chunk_sizes(), store.pack_sizes()
+        stored, packs = store.inventory()
         store.delete()
         index.replace({})
         return {"distribution_point": name, "version": None, "current": None, "error": None,

@@ -147,14 +147,7 @@ class PackageStore:
         """Where storage holds each chunk, from one listing of ``packs/`` with their metadata.
         A chunk in several packs (a repair stores it again) is taken from the newest one; a
         pack whose metadata does not add up to its size is ignored."""
-        where: dict[str, Stored] = {}
-        for blob in sorted(self._packs(), key=lambda b: (b.last_modified, b.name)):
-            chunks = layout.parse_pack_metadata(blob.metadata)
-            if chunks is None or (chunks[-1][1] + chunks[-1][2]) != blob.size:
-                continue
-            for chunk_id, offset, size in chunks:
-                where[chunk_id] = (layout.pack_id_of(blob.name), offset, size)
-        return where
+        return self.inventory()[0]
 
     def chunk_sizes(self) -> dict[str, int]:
         """Every stored chunk id and its stored size (one listing)."""
@@ -162,7 +155,19 @@ class PackageStore:
 
     def pack_sizes(self) -> dict[str, int]:
         """Every pack and its size (one listing)."""
-        return {layout.pack_id_of(blob.name): blob.size for blob in self._packs()}
+        return self.inventory()[1]
+
+    def inventory(self) -> tuple[dict[str, Stored], dict[str, int]]:
+        """:meth:`chunk_locations` and :meth:`pack_sizes` from one listing."""
+        where: dict[str, Stored] = {}
+        packs = self._packs()
+        for blob in sorted(packs, key=lambda b: (b.last_modified, b.name)):
+            chunks = layout.parse_pack_metadata(blob.metadata)
+            if chunks is None or (chunks[-1][1] + chunks[-1][2]) != blob.size:
+                continue
+            for chunk_id, offset, size in chunks:
+                where[chunk_id] = (layout.pack_id_of(blob.name), offset, size)
+        return where, {layout.pack_id_of(blob.name): blob.size for blob in packs}
 
     def _packs(self) -> list:
         with _storage("cannot list chunks"):
