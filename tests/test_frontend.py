@@ -410,28 +410,34 @@ def test_the_egress_month_follows_the_utc_calendar():
     assert meter.this_month() == "2026-01" and meter.refusal() is None and meter.total() == 0
 
 
-def test_the_cache_shares_loads_and_never_answers_a_read_older_than_its_ttl():
+def test_the_cache_shares_loads_refreshes_ahead_and_never_answers_a_read_older_than_its_ttl():
     import asyncio
 
     from provisioner.frontend.locations import TtlCache
 
-    clock, loads = [0.0], []
+    clock, loads, slow = [0.0], [], [0.0]
 
     async def loader(key):
         loads.append(clock[0])
         await asyncio.sleep(0.01)
-        clock[0] += 0.5  # storage took half a second: the ttl counts from before it was asked
+        clock[0] += slow[0]  # how long storage took to answer
         return f"{key}@{loads[-1]}"
 
     async def scenario():
         cache = TtlCache(loader, 1.0, clock=lambda: clock[0])
         assert await asyncio.gather(*(cache.get("k") for _ in range(10))) == ["k@0.0"] * 10
         assert loads == [0.0]  # ten callers, one load
-        clock[0] = 0.99
+        clock[0] = 0.4
         assert await cache.get("k") == "k@0.0" and loads == [0.0]
-        clock[0] = 1.0  # one second after the read began: read again, never the old value
-        assert await asyncio.gather(cache.get("k"), cache.get("k")) == ["k@1.0"] * 2
-        assert loads == [0.0, 1.0] and len(cache) == 1
+        clock[0] = 0.6  # in the second half of the ttl: answered at once, read again behind it
+        assert await asyncio.gather(cache.get("k"), cache.get("k")) == ["k@0.0"] * 2
+        await asyncio.sleep(0.05)
+        assert loads == [0.0, 0.6] and await cache.get("k") == "k@0.6"
+        clock[0], slow[0] = 10.0, 0.9  # expired: wait for a new read, which takes 0.9 s
+        assert await cache.get("k") == "k@10.0" and clock[0] == 10.9
+        clock[0], slow[0] = 11.0, 0.0  # a ttl after that read began, however late it answered
+        assert await cache.get("k") == "k@11.0"
+        assert loads == [0.0, 0.6, 10.0, 11.0] and len(cache) == 1
 
     asyncio.run(scenario())
 

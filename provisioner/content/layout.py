@@ -41,7 +41,7 @@ POINTER_FORMAT = 1
 # A front end answers from a ``current`` pointer, or from a manifest it found missing, that it
 # began reading at most this many seconds before; whoever writes them waits this long before
 # saying the change is done, so every client asking afterwards gets it.
-VISIBLE_AFTER = 1.0
+VISIBLE_AFTER = 0.25
 
 
 def check_package_id(package_id: str) -> str:

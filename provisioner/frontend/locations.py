@@ -4,8 +4,9 @@ Most location requests are served from memory: what the front end read of a pack
 ``current`` pointer; whether a manifest exists, and the bytes a client downloads for it) is
 answered for :data:`layout.VISIBLE_AFTER` seconds from the start of the read, so what a
 ``distribute`` or ``content remove`` that has returned wrote is what every client gets (they
-wait that long after their last write). Concurrent requests for the same entry share one
-storage call (:class:`TtlCache`). A SAS depends only on the container and the second it is
+wait that long after their last write). A busy entry is read again in the background before
+it expires, and concurrent requests for an entry that is not there share one storage call
+(:class:`TtlCache`). A SAS depends only on the container and the second it is
 signed in, so each container's SAS is signed at most once a second.
 
 The SAS is a container SAS with *read* permission only: a client reads ``manifests/<version>``
@@ -78,8 +79,10 @@ class TtlCache(Generic[K, V]):
     """An in-memory cache whose loads are shared by concurrent callers.
 
     A value ``loader(key)`` returned is answered until ``ttl`` seconds after the load began, so
-    never more than ``ttl`` seconds after storage was asked for it; then the next caller loads
-    it again, and the callers meanwhile wait for that load. An exception is not cached.
+    never more than ``ttl`` seconds after storage was asked for it. A key asked for in the
+    second half of that time is loaded again in the background, so a busy key is always fresh
+    and its callers never wait; a key that expired is loaded again while its callers wait for
+    that one load. An exception is not cached.
     """
 
     def __init__(self, loader: Callable[[K], Awaitable[V]], ttl: float,
@@ -87,28 +90,35 @@ class TtlCache(Generic[K, V]):
         self._loader = loader
         self._ttl = ttl
         self._clock = clock
-        self._entries: dict[K, tuple[float, V]] = {}  # key -> (answered until, value)
+        self._entries: dict[K, tuple[float, V]] = {}  # key -> (when its load began, value)
         self._loading: dict[K, asyncio.Future] = {}
 
     async def get(self, key: K) -> V:
         entry = self._entries.get(key)
-        if entry is not None and self._clock() < entry[0]:
-            return entry[1]
+        if entry is not None:
+            age = self._clock() - entry[0]
+            if age < self._ttl:
+                if age >= self._ttl / 2:
+                    self._load_once(key)
+                return entry[1]
+        return await asyncio.shield(self._load_once(key))
+
+    def _load_once(self, key: K) -> asyncio.Future:
         pending = self._loading.get(key)
         if pending is None:
             pending = self._loading[key] = asyncio.ensure_future(self._load(key))
             pending.add_done_callback(_retrieve)
-        return await asyncio.shield(pending)
+        return pending
 
     async def _load(self, key: K) -> V:
         try:
             started = self._clock()
             value = await self._loader(key)
             if len(self._entries) >= CACHE_ENTRIES:
-                self._entries = {k: e for k, e in self._entries.items() if e[0] > started}
+                self._entries = {k: e for k, e in self._entries.items() if started - e[0] < self._ttl}
                 if len(self._entries) >= CACHE_ENTRIES:
                     self._entries.clear()
-            self._entries[key] = (started + self._ttl, value)
+            self._entries[key] = (started, value)
             return value
         finally:
             del self._loading[key]
