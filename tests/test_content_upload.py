@@ -81,9 +81,11 @@ def test_a_mixed_tree_is_stored_encrypted_and_decrypts_independently(site, servi
     container = store.container
     blobs = {b.name: container.download_blob(b.name).readall() for b in container.list_blobs()}
     packs = {n for n in blobs if re.fullmatch(r"packs/[0-9a-f]{32}", n)}
-    assert set(blobs) == {"current", "manifests/1.0"} | packs
+    assert set(blobs) == {"current", "manifests/1.0", "chunklists/1.0"} | packs
     where = stored_chunks(container)
     assert len(where) == result.chunks_total  # the tree has no repeated chunk
+    listed = layout.parse_chunk_list(blobs["chunklists/1.0"])  # for the front end's egress count
+    assert listed == {chunk_id: size for chunk_id, (_, _, size) in where.items()}
     assert {pack for pack, _, _ in where.values()} == packs
     assert all(sum(size for p, _, size in where.values() if p == pack) == len(blobs[pack]) for pack in packs)
     for name, data in blobs.items():

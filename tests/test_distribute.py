@@ -90,7 +90,8 @@ def test_a_mixed_tree_is_stored_encrypted_and_decrypts_independently(home, tmp_p
     container = container_of(account(home), "tree")
     blobs = {b.name: container.download_blob(b.name).readall() for b in container.list_blobs()}
     packs = {n for n in blobs if re.fullmatch(r"packs/[0-9a-f]{32}", n)}
-    assert set(blobs) == {"current", "manifests/1"} | packs and len(chunk_blobs(container)) == dp1["chunks_total"]
+    assert set(blobs) == {"current", "manifests/1", "chunklists/1"} | packs
+    assert len(chunk_blobs(container)) == dp1["chunks_total"]
     for name, data in blobs.items():
         assert MARKER not in data, name
         for word in ("naïve".encode(), "Ärger".encode(), b"setup program", b"file 0001", b"small/"):
@@ -218,6 +219,8 @@ def test_list_and_remove_collect_unused_chunks(home, tmp_path):
     (entry,) = removed["removed"]
     assert entry["distribution_point"] == "dp1" and entry["chunks_deleted"] > 0
     assert len(chunk_blobs(container)) == before - entry["chunks_deleted"]
+    names = set(container.list_blob_names())
+    assert {"manifests/2", "chunklists/2"} <= names and not names & {"manifests/1", "chunklists/1"}
     assert cdp_json(home, "content", "validate", "--package", "lr", "--version", "2")["ok"] is True
     assert cdp_json(home, "content", "validate", "--package", "lr")["ok"] is True
     assert [v for (v,) in state_rows(home, "SELECT version FROM package_versions WHERE package_id = 'lr'"

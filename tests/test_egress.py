@@ -1,5 +1,6 @@
 """Egress: the front end counts what it hands out, `cdp status` shows it live against the
-monthly threshold (alerts at 50 % and 90 %), and a hard cap makes the front end refuse."""
+monthly threshold (alerts at 50 % and 90 %), and a hard cap makes the front end refuse; a
+client that holds an older version is counted only the chunks it lacks."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import os
 import time
 
 import pytest
-
 
 from helpers import cdp, local_site
 
@@ -70,3 +70,30 @@ def test_egress_alerts_then_hard_cap(home, tmp_path):
     assert refused.returncode == 1
     assert "egress cap" in refused.stderr
     assert not (tmp_path / "late").exists()
+
+
+def test_an_update_is_counted_as_what_the_client_downloads(home, tmp_path):
+    (home / "cdp.toml").write_text("")  # no hard cap any more
+    assert cdp(home, "provision", "dp1").returncode == 0
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.bin").write_bytes(os.urandom(2_000_000))
+    (src / "b.bin").write_bytes(os.urandom(2_000_000))
+    bundle = tmp_path / "client.json"
+    dest = tmp_path / "dest"
+    counted = []
+    for version in ("1", "2"):
+        if version == "2":
+            (src / "b.bin").write_bytes(os.urandom(300_000))  # a.bin stays as it was
+        assert cdp(home, "distribute", src, "--package", "upd", "--version", version,
+                   "--to", "dp1").returncode == 0
+        assert cdp(home, "token", "issue", "--client", "pc2", "--package", "upd", "--out", bundle).returncode == 0
+        before = egress(home)["bytes"]
+        fetched = cdp(home, "fetch", "--access", bundle, "--package", "upd", "--dest", dest, "--json")
+        assert fetched.returncode == 0, fetched.stderr
+        downloaded = json.loads(fetched.stdout)["bytes_downloaded"]
+        counted.append((wait_for_egress(home, before + downloaded)["bytes"] - before, downloaded))
+    assert counted[0][0] == counted[0][1] > 4_000_000  # all of version 1
+    # Version 2 with the destination holding version 1: the manifest and the chunks of the new
+    # b.bin (and the chunk where a.bin meets it), exactly what the client downloaded.
+    assert counted[1][0] == counted[1][1] < 1_500_000

@@ -277,6 +277,33 @@ def test_a_new_or_removed_version_is_answered_once_visible_after_has_passed(loca
     assert request(local_cloud, main, f"/v1/locations/{moving}/1.0", token)[0] == 404
 
 
+def test_a_client_holding_a_version_is_counted_only_the_chunks_it_lacks(local_cloud, main, storage, site):
+    delta = "app.delta"
+    container = storage.service.get_container_client(layout.container_name(delta))
+    container.create_container()
+    a, b, c = ("a" * 64, 100), ("b" * 64, 200), ("c" * 64, 300)
+    for version, chunks in (("1.0", dict([a, b])), ("2.0", dict([a, c])), ("3.0", dict([a, b, c]))):
+        container.upload_blob(layout.manifest_blob(version), MANIFEST_2,
+                              metadata={"stored_bytes": str(sum(chunks.values()))})
+        if version != "3.0":  # 3.0 as uploaded before chunk lists
+            container.upload_blob(layout.chunk_list_blob(version), layout.chunk_list(chunks))
+    container.upload_blob(layout.CURRENT_BLOB, layout.current_pointer("2.0"))
+    token = tokens.issue(site, "client-delta", [DP], [delta])
+
+    def counted(path: str) -> int:
+        status, answer = request(local_cloud, main, path, token)
+        assert status == 200, answer
+        return answer["bytes"] - len(MANIFEST_2)
+
+    assert counted(f"/v1/locations/{delta}") == 400  # holds nothing: a and c
+    assert counted(f"/v1/locations/{delta}?have=1.0") == 300  # holds a (and b): c
+    assert counted(f"/v1/locations/{delta}/2.0?have=2.0") == 0  # holds it all: the manifest
+    assert counted(f"/v1/locations/{delta}/1.0?have=2.0") == 200
+    for unknown in ("9.9", "3.0", "..%2F1.0"):  # no chunk list to compare with: all of it
+        assert counted(f"/v1/locations/{delta}?have={unknown}") == 400
+    assert counted(f"/v1/locations/{delta}/3.0?have=1.0") == 600
+
+
 def test_the_sas_reads_that_container_only(local_cloud, main, token):
     status, answer = request(local_cloud, main, f"/v1/locations/{PACKAGE}", token)
     assert status == 200

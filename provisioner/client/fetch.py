@@ -110,11 +110,13 @@ def fetch(bundle: Bundle, package: str, dest: Path, version: str | None = None, 
     run = _Run(bundle.keys_for(package), Destination(dest, package), workers, progress)
     run.destination.check()
     attempts = Attempts(bundle.sources, report)
+    held_version = run.destination.installed()  # read again under the lock; here a hint for egress
+    have = held_version.version if held_version is not None else None
     locked = False
     with ExitStack() as held, trust(bundle) as verify:
         for source in attempts:
             try:
-                location = ask(source, bundle.token, package, version, verify(source))
+                location = ask(source, bundle.token, package, version, verify(source), have)
             except Refused as exc:
                 attempts.failed(source, exc.reason, exc.status)
                 continue

@@ -149,11 +149,15 @@ def trust(bundle: Bundle) -> Iterator[Callable[[Source], bool | str]]:
             os.unlink(path)
 
 
-def ask(source: Source, token: str, package: str, version: str | None, verify: bool | str) -> Location:
-    """One location request to one source; :class:`Refused` with the reason if it gives none."""
+def ask(source: Source, token: str, package: str, version: str | None, verify: bool | str,
+        have: str | None = None) -> Location:
+    """One location request to one source; :class:`Refused` with the reason if it gives none.
+    ``have``: the version the client holds, so that the source counts only what it lacks."""
     url = source.service_url.rstrip("/") + "/v1/locations/" + quote(package, safe="")
     if version:
         url += "/" + quote(version, safe="")
+    if have:
+        url += "?have=" + quote(have, safe="")
     request = HttpRequest("GET", url, headers={"Authorization": f"Bearer {token}", "Accept": "application/json"})
     client = PipelineClient(source.service_url, policies=[
         RetryPolicy(retry_total=2, retry_connect=2, retry_read=1, retry_status=0, retry_backoff_factor=0.2),

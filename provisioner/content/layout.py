@@ -6,6 +6,7 @@ the id itself; the front end computes the same name to scope a client's read-onl
     pkg-<first 32 hex of sha256(package id)>/
         packs/<pack id>        encrypted chunks back to back; metadata "chunks": "<id>:<stored size>,..."
         manifests/<version>    the encrypted manifest of one version, with where each chunk is
+        chunklists/<version>   the version's chunks, "<id>:<stored size>" a line each, in plaintext
         current                {"format": 1, "version": "..."} in plaintext, written last
 
 A chunk id is HMAC-SHA256(id key, plaintext) in hex. Chunks are stored in packs (up to about
@@ -15,7 +16,9 @@ A pack's metadata lists its chunks in order (so an upload learns what storage ha
 listing); a manifest says, for its distribution point, in which pack and at which offset each
 of its chunks is.
 
-The front end holds no key: it can read ``current`` and the names of versions, nothing else.
+The front end holds no key: it can read ``current``, the names of versions and their chunk
+lists (ids storage already shows in the packs' metadata), nothing else. A chunk list lets it
+count what a client that holds an older version downloads for a newer one.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ _PACK_ID = re.compile(r"[0-9a-f]{32}")
 PACKS_PREFIX = "packs/"
 PACK_METADATA = "chunks"
 MANIFESTS_PREFIX = "manifests/"
+CHUNK_LISTS_PREFIX = "chunklists/"
 CURRENT_BLOB = "current"
 POINTER_FORMAT = 1
 # A front end answers from a ``current`` pointer, or from a manifest it found missing, that it
@@ -111,6 +115,26 @@ def version_of(blob_name: str) -> str | None:
     """The version in a blob name under ``manifests/``, or None for anything else."""
     name = blob_name.removeprefix(MANIFESTS_PREFIX)
     return name if blob_name.startswith(MANIFESTS_PREFIX) and _VERSION.fullmatch(name) else None
+
+
+def chunk_list_blob(version: str) -> str:
+    return CHUNK_LISTS_PREFIX + check_version(version)
+
+
+def chunk_list(chunks: dict[str, int]) -> bytes:
+    """The body of a version's chunk list: each distinct chunk id and its stored size."""
+    return "".join(f"{chunk_id}:{size}\n" for chunk_id, size in chunks.items()).encode()
+
+
+def parse_chunk_list(body: bytes) -> dict[str, int] | None:
+    """The chunks of a chunk list, or None if it is not one we wrote."""
+    chunks = {}
+    for line in body.decode("ascii", "replace").splitlines():
+        chunk_id, _, size = line.partition(":")
+        if not (is_chunk_id(chunk_id) and size.isdigit()):
+            return None
+        chunks[chunk_id] = int(size)
+    return chunks
 
 
 def current_pointer(version: str) -> bytes:

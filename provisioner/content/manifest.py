@@ -224,10 +224,15 @@ def content(manifest: dict) -> dict:
     return {key: value for key, value in manifest.items() if key != "packs"}
 
 
+def stored_chunks(manifest: dict) -> dict[str, int]:
+    """Each distinct chunk of the version and its stored size, in stream order."""
+    distinct = {chunk["id"]: chunk["size"] for chunk in manifest["chunks"]}
+    return {chunk_id: crypto.encrypted_size(size) for chunk_id, size in distinct.items()}
+
+
 def stored_bytes(manifest: dict) -> int:
     """What the version's distinct chunks take in storage (egress is counted with it)."""
-    distinct = {chunk["id"]: chunk["size"] for chunk in manifest["chunks"]}
-    return sum(crypto.encrypted_size(size) for size in distinct.values())
+    return sum(stored_chunks(manifest).values())
 
 
 def locate(manifest: dict, where: dict[str, Stored]) -> dict:

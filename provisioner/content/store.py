@@ -27,7 +27,7 @@ from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsE
 
 from provisioner.content import layout
 from provisioner.content.crypto import CorruptContent, decrypt_chunk
-from provisioner.content.manifest import Stored, locations, seal, stored_bytes, unseal
+from provisioner.content.manifest import Stored, locations, seal, stored_chunks, unseal
 from provisioner.errors import CdpError
 from provisioner.redaction import redact
 from provisioner.site.state import State
@@ -199,10 +199,16 @@ class PackageStore:
 
     # manifests and the current pointer
 
-    def put_manifest(self, version: str, blob: bytes, stored_bytes: int | None = None) -> None:
-        """Store a sealed manifest. ``stored_bytes`` (the stored size of the version's distinct
-        chunks) goes into the blob's metadata: the front end counts egress with it, keyless."""
-        metadata = {"stored_bytes": str(stored_bytes)} if stored_bytes is not None else None
+    def put_manifest(self, version: str, blob: bytes, chunks: dict[str, int] | None = None) -> None:
+        """Store a sealed manifest. ``chunks`` (the version's distinct chunks and their stored
+        sizes) go first into the version's chunk list, then their sum into the manifest's
+        ``stored_bytes`` metadata: the front end counts egress with them, keyless."""
+        metadata = None
+        if chunks is not None:
+            with _storage(f"cannot store the chunk list of {version}"):
+                self.container.upload_blob(layout.chunk_list_blob(version), layout.chunk_list(chunks),
+                                           overwrite=True)
+            metadata = {"stored_bytes": str(sum(chunks.values()))}
         with _storage(f"cannot store the manifest of {version}"):
             self.container.upload_blob(layout.manifest_blob(version), blob, overwrite=True,
                                        metadata=metadata)
@@ -225,8 +231,13 @@ class PackageStore:
             try:
                 self.container.delete_blob(layout.manifest_blob(version))
             except ResourceNotFoundError:
-                return
-        _changed()
+                pass
+            else:
+                _changed()
+            try:
+                self.container.delete_blob(layout.chunk_list_blob(version))
+            except ResourceNotFoundError:
+                pass
 
     def current(self) -> str | None:
         """The version clients get when they ask for "current", or None."""
@@ -322,7 +333,7 @@ class PackageStore:
                     to_pack, to_offset = moved.get((pack_id, chunk_id, offset), (pack_id, offset))
                     relocated.setdefault(to_pack, []).append([chunk_id, to_offset])
             document = {**document, "packs": relocated}
-            self.put_manifest(version, seal(document, keys), stored_bytes(document))
+            self.put_manifest(version, seal(document, keys), stored_chunks(document))
         gone = unused + partial
         self.delete_packs(gone)
         kept = {c for p in set(packs) - set(gone) for c, _, _ in chunks_of[p]} | {c for _, c, _ in moved}

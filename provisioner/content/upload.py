@@ -216,12 +216,12 @@ def distribute(
     document = manifest_mod.build(
         tree, chunks, package=release.package, version=release.version, content_type=release.content_type
     )
-    stored_bytes = manifest_mod.stored_bytes(document)
+    stored = manifest_mod.stored_chunks(document)
     for run in runs:
         run.result.chunks_total = len(chunks)
         if run.live:
             sealed = manifest_mod.seal(manifest_mod.locate(document, run.present), release.keys)
-            _publish(run, release.version, sealed, make_current, stored_bytes)
+            _publish(run, release.version, sealed, make_current, stored)
     return Distribution(document, [run.result for run in runs], [run.error for run in runs])
 
 
@@ -301,10 +301,10 @@ def _store_chunks(tree, keys, runs, workers, progress, repair) -> list[dict] | N
     return chunks if any(run.live for run in runs) else None
 
 
-def _publish(run: _Run, version: str, sealed_manifest: bytes, make_current: bool, stored_bytes: int) -> None:
+def _publish(run: _Run, version: str, sealed_manifest: bytes, make_current: bool, stored: dict[str, int]) -> None:
     """The manifest once every chunk is stored, then ``current``: the version becomes visible."""
     try:
-        run.target.store.put_manifest(version, sealed_manifest, stored_bytes)
+        run.target.store.put_manifest(version, sealed_manifest, stored)
         if make_current:
             run.target.store.set_current(version)
     except CdpError as exc:

@@ -4,7 +4,9 @@ Routes::
 
     GET /health                               200 {"status": "ok"}, always (App Service probes it)
     GET /v1/state                             200 {"serving": bool}; no auth, nothing secret
-    GET /v1/locations/{package}[/{version}]   Authorization: Bearer <token>
+    GET /v1/locations/{package}[/{version}][?have=V]   Authorization: Bearer <token>;
+                                              V: the version the client holds (egress then
+                                              counts only the chunks it lacks)
 
 A location request is answered, in this order: 503 ``stopped`` when the site stopped this
 distribution point; 401 for a missing, malformed, tampered or expired token (or one from
@@ -145,7 +147,7 @@ class FrontEnd:
         if refusal:
             return _error(503, refusal)
         try:
-            location = await self.locator.locate(package, version)
+            location = await self.locator.locate(package, version, request.query_params.get("have"))
         except NotFound as exc:
             return _error(404, str(exc))
         except StorageUnavailable as exc:

@@ -33,6 +33,9 @@ from provisioner.errors import CdpError
 from provisioner.frontend.settings import Settings
 
 CACHE_ENTRIES = 10_000
+# What a client holding one version downloads for another depends only on the two versions'
+# chunk lists, which an upload never changes: counted once, kept this long.
+DELTA_TTL = 300.0
 CLOCK_SKEW = timedelta(minutes=1)
 # A user delegation key is asked for this long (Azure's most) and renewed while it still
 # outlives every SAS signed with it.
@@ -60,7 +63,7 @@ class Location:
     container_url: str
     sas: str
     expires_at: str  # ISO 8601, UTC
-    bytes: int | None
+    bytes: int | None  # what the client downloads (egress counts it): manifest and chunks it lacks
 
     def to_json(self, distribution_point: str) -> dict[str, Any]:
         return {
@@ -86,10 +89,11 @@ class TtlCache(Generic[K, V]):
     """
 
     def __init__(self, loader: Callable[[K], Awaitable[V]], ttl: float,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, entries: int = CACHE_ENTRIES):
         self._loader = loader
         self._ttl = ttl
         self._clock = clock
+        self._most = entries
         self._entries: dict[K, tuple[float, V]] = {}  # key -> (when its load began, value)
         self._loading: dict[K, asyncio.Future] = {}
 
@@ -114,9 +118,9 @@ class TtlCache(Generic[K, V]):
         try:
             started = self._clock()
             value = await self._loader(key)
-            if len(self._entries) >= CACHE_ENTRIES:
+            if len(self._entries) >= self._most:
                 self._entries = {k: e for k, e in self._entries.items() if started - e[0] < self._ttl}
-                if len(self._entries) >= CACHE_ENTRIES:
+                if len(self._entries) >= self._most:
                     self._entries.clear()
             self._entries[key] = (started, value)
             return value
@@ -190,10 +194,13 @@ class Locator:
         self.service = service
         self.signer = signer
         self._current: TtlCache[str, str | None] = TtlCache(self._load_current, layout.VISIBLE_AFTER)
-        self._manifests: TtlCache[tuple[str, str], int | None | bool] = TtlCache(self._load_manifest,
-                                                                                 layout.VISIBLE_AFTER)
+        self._manifests: TtlCache[tuple[str, str], tuple[int, int | None] | None] = TtlCache(
+            self._load_manifest, layout.VISIBLE_AFTER)
+        self._deltas: TtlCache[tuple[str, str, str], int | None] = TtlCache(self._load_delta, DELTA_TTL)
 
-    async def locate(self, package: str, version: str | None) -> Location:
+    async def locate(self, package: str, version: str | None, have: str | None = None) -> Location:
+        """``have``: the version the client says it holds, so that its location counts only
+        the chunks it lacks (a client's word: it changes the count, never what it can read)."""
         container = _container(package)
         if version is None:
             version = await self._current.get(package)
@@ -201,11 +208,16 @@ class Locator:
                 raise NotFound(f"package {package} has no current version on this distribution point")
         elif not _valid_version(version):
             raise NotFound(f"version {version!r} of package {package} is not on this distribution point")
-        stored = await self._manifests.get((package, version))
-        if stored is False:
+        manifest = await self._manifests.get((package, version))
+        if manifest is None:
             raise NotFound(f"version {version} of package {package} is not on this distribution point")
+        manifest_bytes, chunk_bytes = manifest
+        if have is not None and _valid_version(have):
+            delta = await self._deltas.get((package, version, have))
+            chunk_bytes = chunk_bytes if delta is None else delta
         sas, expires_at = await self.signer.sign(container)
-        return Location(package, version, self.settings.container_url(container), sas, expires_at, stored)
+        return Location(package, version, self.settings.container_url(container), sas, expires_at,
+                        None if chunk_bytes is None else manifest_bytes + chunk_bytes)
 
     async def _load_current(self, package: str) -> str | None:
         blob = self.service.get_blob_client(_container(package), layout.CURRENT_BLOB)
@@ -221,19 +233,36 @@ class Locator:
         except CdpError:
             raise StorageUnavailable(f"the current pointer of package {package} is damaged") from None
 
-    async def _load_manifest(self, key: tuple[str, str]) -> int | None | bool:
-        """The bytes a client downloads for the version (None if unknown), or False if absent."""
+    async def _load_manifest(self, key: tuple[str, str]) -> tuple[int, int | None] | None:
+        """The version's manifest size and its chunks' stored bytes (None if unknown), or None
+        if the version is not here."""
         package, version = key
         container = _container(package)
         manifest = self.service.get_blob_client(container, layout.manifest_blob(version))
         try:
             props = await manifest.get_blob_properties()
         except ResourceNotFoundError:
-            return False
+            return None
         except AzureError as exc:
             raise StorageUnavailable(f"cannot read version {version} of {package}: {describe(exc)}") from None
-        chunks = await self._chunk_bytes(container, props.metadata or {})
-        return None if chunks is None else chunks + props.size
+        return props.size, await self._chunk_bytes(container, props.metadata or {})
+
+    async def _load_delta(self, key: tuple[str, str, str]) -> int | None:
+        """The stored bytes of the chunks of ``version`` that ``have`` lacks; None if either
+        chunk list is missing (uploads before chunk lists) or unreadable: then all are counted."""
+        package, version, have = key
+        wanted, held = await asyncio.gather(self._chunk_list(package, version), self._chunk_list(package, have))
+        if wanted is None or held is None:
+            return None
+        return sum(size for chunk_id, size in wanted.items() if chunk_id not in held)
+
+    async def _chunk_list(self, package: str, version: str) -> dict[str, int] | None:
+        blob = self.service.get_blob_client(_container(package), layout.chunk_list_blob(version))
+        try:
+            stream = await blob.download_blob()
+            return layout.parse_chunk_list(await stream.readall())
+        except AzureError:
+            return None
 
     async def _chunk_bytes(self, container: str, metadata: dict[str, str]) -> int | None:
         """The stored bytes of the version's chunks: the manifest's ``stored_bytes`` metadata,
