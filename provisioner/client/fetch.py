@@ -16,7 +16,9 @@ For each source in the bundle's order until one completes the version:
 
 A pack that is gone (a ``content remove`` compacted it after the manifest was read) makes the
 fetch read that source's manifest again, once, and go on. A source that stops answering (after
-azure-core's retries), lacks a chunk, or serves a damaged one is reported and the next source continues where it stopped: what is staged stays.
+azure-core's retries), lacks a chunk, or serves a damaged one is reported and the next source
+continues where it stopped: what is staged stays. The location request says which version DIR
+holds, so that the source counts (egress) only the chunks DIR lacks.
 Once every chunk is in, each file's SHA-256 is checked and the files are moved into DIR.
 If no source serves an intact copy, the fetch fails naming the damaged file and its chunk, the
 staging area is removed, and DIR is left as it was. An interruption (kill, network down

@@ -42,9 +42,10 @@ MANIFESTS_PREFIX = "manifests/"
 CHUNK_LISTS_PREFIX = "chunklists/"
 CURRENT_BLOB = "current"
 POINTER_FORMAT = 1
-# A front end answers from a ``current`` pointer, or from a manifest it found missing, that it
-# began reading at most this many seconds before; whoever writes them waits this long before
-# saying the change is done, so every client asking afterwards gets it.
+# A front end answers from what it read of a package (its ``current`` pointer, whether a
+# manifest exists) at most this many seconds after it began reading it; whoever writes or
+# deletes them waits this long before saying the change is done, so every client asking
+# afterwards gets it.
 VISIBLE_AFTER = 0.25
 
 

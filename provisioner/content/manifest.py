@@ -225,14 +225,10 @@ def content(manifest: dict) -> dict:
 
 
 def stored_chunks(manifest: dict) -> dict[str, int]:
-    """Each distinct chunk of the version and its stored size, in stream order."""
+    """Each distinct chunk of the version and its stored size, in stream order (the version's
+    chunk list, and their sum, with which the front end counts egress)."""
     distinct = {chunk["id"]: chunk["size"] for chunk in manifest["chunks"]}
     return {chunk_id: crypto.encrypted_size(size) for chunk_id, size in distinct.items()}
-
-
-def stored_bytes(manifest: dict) -> int:
-    """What the version's distinct chunks take in storage (egress is counted with it)."""
-    return sum(stored_chunks(manifest).values())
 
 
 def locate(manifest: dict, where: dict[str, Stored]) -> dict:
