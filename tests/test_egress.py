@@ -4,6 +4,7 @@ client that holds an older version is counted only the chunks it lacks."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -77,14 +78,14 @@ def test_an_update_is_counted_as_what_the_client_downloads(home, tmp_path):
     assert cdp(home, "provision", "dp1").returncode == 0
     src = tmp_path / "src"
     src.mkdir()
-    (src / "a.bin").write_bytes(os.urandom(2_000_000))
-    (src / "b.bin").write_bytes(os.urandom(2_000_000))
+    (src / "a.bin").write_bytes(hashlib.shake_256(b"a").digest(8_000_000))  # fixed bytes: fixed chunks
+    (src / "b.bin").write_bytes(hashlib.shake_256(b"b").digest(1_000_000))
     bundle = tmp_path / "client.json"
     dest = tmp_path / "dest"
     counted = []
     for version in ("1", "2"):
         if version == "2":
-            (src / "b.bin").write_bytes(os.urandom(300_000))  # a.bin stays as it was
+            (src / "b.bin").write_bytes(hashlib.shake_256(b"b2").digest(300_000))  # a.bin stays
         assert cdp(home, "distribute", src, "--package", "upd", "--version", version,
                    "--to", "dp1").returncode == 0
         assert cdp(home, "token", "issue", "--client", "pc2", "--package", "upd", "--out", bundle).returncode == 0
@@ -93,7 +94,7 @@ def test_an_update_is_counted_as_what_the_client_downloads(home, tmp_path):
         assert fetched.returncode == 0, fetched.stderr
         downloaded = json.loads(fetched.stdout)["bytes_downloaded"]
         counted.append((wait_for_egress(home, before + downloaded)["bytes"] - before, downloaded))
-    assert counted[0][0] == counted[0][1] > 4_000_000  # all of version 1
-    # Version 2 with the destination holding version 1: the manifest and the chunks of the new
-    # b.bin (and the chunk where a.bin meets it), exactly what the client downloaded.
-    assert counted[1][0] == counted[1][1] < 1_500_000
+    assert counted[0][0] == counted[0][1] > 9_000_000  # all of version 1
+    # Version 2 with the destination holding version 1: the manifest, the new b.bin and the end
+    # of a.bin in its chunk (about 0.33 MB), exactly what the client downloaded, not 8.3 MB.
+    assert counted[1][0] == counted[1][1] < 1_000_000
