@@ -33,9 +33,10 @@ from provisioner.errors import CdpError
 from provisioner.frontend.settings import Settings
 
 CACHE_ENTRIES = 10_000
-# What a client holding one version downloads for another depends only on the two versions'
-# chunk lists, which an upload never changes: counted once, kept this long.
-DELTA_TTL = 300.0
+# Egress counts that storage reads alone do not keep current are kept this long: what a client
+# holding one version downloads for another (the two versions' chunk lists, which an upload
+# never changes), and the packs of a package listed for versions uploaded without stored_bytes.
+COUNTS_TTL = 300.0
 CLOCK_SKEW = timedelta(minutes=1)
 # A user delegation key is asked for this long (Azure's most) and renewed while it still
 # outlives every SAS signed with it.
@@ -89,11 +90,10 @@ class TtlCache(Generic[K, V]):
     """
 
     def __init__(self, loader: Callable[[K], Awaitable[V]], ttl: float,
-                 clock: Callable[[], float] = time.monotonic, entries: int = CACHE_ENTRIES):
+                 clock: Callable[[], float] = time.monotonic):
         self._loader = loader
         self._ttl = ttl
         self._clock = clock
-        self._most = entries
         self._entries: dict[K, tuple[float, V]] = {}  # key -> (when its load began, value)
         self._loading: dict[K, asyncio.Future] = {}
 
@@ -118,9 +118,9 @@ class TtlCache(Generic[K, V]):
         try:
             started = self._clock()
             value = await self._loader(key)
-            if len(self._entries) >= self._most:
+            if len(self._entries) >= CACHE_ENTRIES:
                 self._entries = {k: e for k, e in self._entries.items() if started - e[0] < self._ttl}
-                if len(self._entries) >= self._most:
+                if len(self._entries) >= CACHE_ENTRIES:
                     self._entries.clear()
             self._entries[key] = (started, value)
             return value
@@ -196,7 +196,8 @@ class Locator:
         self._current: TtlCache[str, str | None] = TtlCache(self._load_current, layout.VISIBLE_AFTER)
         self._manifests: TtlCache[tuple[str, str], tuple[int, int | None] | None] = TtlCache(
             self._load_manifest, layout.VISIBLE_AFTER)
-        self._deltas: TtlCache[tuple[str, str, str], int | None] = TtlCache(self._load_delta, DELTA_TTL)
+        self._deltas: TtlCache[tuple[str, str, str], int | None] = TtlCache(self._load_delta, COUNTS_TTL)
+        self._pack_bytes: TtlCache[str, int | None] = TtlCache(self._list_packs, COUNTS_TTL)
 
     async def locate(self, package: str, version: str | None, have: str | None = None) -> Location:
         """``have``: the version the client says it holds, so that its location counts only
@@ -266,10 +267,13 @@ class Locator:
 
     async def _chunk_bytes(self, container: str, metadata: dict[str, str]) -> int | None:
         """The stored bytes of the version's chunks: the manifest's ``stored_bytes`` metadata,
-        else (older uploads) every pack of the package, an upper bound, listed once."""
+        else (older uploads) every pack of the package, an upper bound."""
         raw = {k.lower(): v for k, v in metadata.items()}.get(STORED_BYTES_METADATA)
         if raw is not None and raw.isdigit():
             return int(raw)
+        return await self._pack_bytes.get(container)
+
+    async def _list_packs(self, container: str) -> int | None:
         total = 0
         try:
             async for blob in self.service.get_container_client(container).list_blobs(
