@@ -6,8 +6,10 @@ answered for :data:`layout.VISIBLE_AFTER` seconds from the start of the read, so
 ``distribute`` or ``content remove`` that has returned wrote is what every client gets (they
 wait that long after their last write). A busy entry is read again in the background before
 it expires, and concurrent requests for an entry that is not there share one storage call
-(:class:`TtlCache`). A SAS depends only on the container and the second it is
-signed in, so each container's SAS is signed at most once a second.
+(:class:`TtlCache`). Egress counts that storage does not change under a version (what a
+client holding an older version lacks; the packs listed for versions uploaded without
+``stored_bytes``) are kept for :data:`COUNTS_TTL`. A SAS depends only on the container and
+the second it is signed in, so each container's SAS is signed at most once a second.
 
 The SAS is a container SAS with *read* permission only: a client reads ``manifests/<version>``
 and then the chunks the manifest names, so it never needs to list. HTTPS only, valid from a
